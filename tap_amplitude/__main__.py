@@ -1,0 +1,7 @@
+"""``python -m tap_amplitude`` runs the tap CLI."""
+
+from __future__ import annotations
+
+from tap_amplitude.tap import TapAmplitude
+
+TapAmplitude.cli()

@@ -1,0 +1,230 @@
+"""HTTP client behaviour shared by every Amplitude stream: hosts, auth, retries, errors."""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+from email.utils import parsedate_to_datetime
+from functools import cached_property
+from urllib.parse import urlsplit
+
+import requests
+from singer_sdk import RESTStream
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+
+from tap_amplitude.ratelimit import ProjectLimiter, project_limiter
+
+if t.TYPE_CHECKING:
+    from collections.abc import Generator
+
+    from backoff.types import Details
+    from singer_sdk.helpers.types import Context, Record, RequestFunc
+
+APP_PROPERTY: dict[str, t.Any] = {
+    "type": ["integer", "null"],
+    "description": "Amplitude project id (from the payload, else the project_id setting).",
+}
+REGION_HOSTS: dict[str, str] = {
+    "us": "https://amplitude.com",
+    "eu": "https://analytics.eu.amplitude.com",
+}
+DEFAULT_PROFILE_API_URL = "https://profile-api.amplitude.com"
+
+# Long enough to ride out Amplitude's 5-minute cost window and most of an hourly one.
+MAX_TRIES = 10
+MAX_WAIT_SECONDS = 300.0
+_ERROR_BODY_CHARS = 300
+
+
+class AmplitudeError(FatalAPIError):
+    """A failure the user must act on; its message is the one line the CLI prints."""
+
+
+class AuthenticationError(AmplitudeError):
+    """Amplitude refused the credentials (wrong keys, or keys of the other region)."""
+
+
+def api_base_url(config: t.Mapping[str, t.Any]) -> str:
+    """The ``/api/...`` base: the explicit override, else the region's host."""
+    override = config.get("api_url")
+    return str(override or REGION_HOSTS[config.get("region") or "us"]).rstrip("/")
+
+
+def retry_after_seconds(response: requests.Response | None) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date)."""
+    if response is None:
+        return None
+    header = response.headers.get("Retry-After")
+    if not header:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    import datetime as dt  # noqa: PLC0415 - only on this rare path
+
+    return max(0.0, (when - dt.datetime.now(tz=dt.timezone.utc)).total_seconds())
+
+
+def error_summary(response: requests.Response) -> str:
+    """Amplitude's own error text, shortened, for one-line messages.
+
+    Dashboard errors come as ``{"error": {"message": ..., "metadata": {"details": ...}}}``,
+    others as plain text. Headers are never included (they carry credentials).
+    """
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        error = payload["error"]
+        details = (error.get("metadata") or {}).get("details")
+        text = str(error.get("message") or "")
+        if details:
+            text = f"{text}: {details}" if text else str(details)
+    elif isinstance(payload, dict) and payload.get("error"):
+        text = str(payload["error"])
+    else:
+        text = response.text
+    text = " ".join(text.split())
+    return text[:_ERROR_BODY_CHARS] or response.reason or ""
+
+
+def describe_request(response: requests.Response) -> str:
+    """``GET /api/2/export?start=…`` without host or credentials."""
+    request = response.request
+    parts = urlsplit(request.url or "")
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{request.method} {parts.path}{query}"
+
+
+class AmplitudeStream(RESTStream[t.Any]):
+    """Base for streams on Amplitude's Basic-auth APIs (Export, Dashboard REST, Privacy)."""
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Give every schema the ``app`` column that tells projects apart."""
+        super().__init__(*args, **kwargs)
+        self.schema["properties"].setdefault("app", APP_PROPERTY)
+        self.logger.addFilter(_GENERIC_SYNC_ERROR)
+
+    def post_process(self, row: Record, context: Context | None = None) -> Record | None:  # noqa: ARG002
+        """Stamp ``app`` from ``project_id`` where Amplitude's payload lacks it."""
+        if row.get("app") is None and self.config.get("project_id") is not None:
+            row["app"] = self.config["project_id"]
+        return row
+
+    @property
+    def url_base(self) -> str:
+        """Region host or the configured ``api_url`` override."""
+        return api_base_url(self.config)
+
+    @cached_property
+    def authenticator(self) -> requests.auth.HTTPBasicAuth:
+        """Basic auth with the project's API key and secret key."""
+        return requests.auth.HTTPBasicAuth(self.config["api_key"], self.config["secret_key"])
+
+    @cached_property
+    def rate_limiter(self) -> ProjectLimiter:
+        """Amplitude's per-project limits, shared by every stream of the process."""
+        return project_limiter(self.config, api_base_url(self.config))
+
+    def request_decorator(self, func: RequestFunc) -> RequestFunc:
+        """The SDK's retries, each attempt first waiting until Amplitude's limits allow it."""
+        limited = self.rate_limiter.wrap(func, stream=self.name, logger=self.logger)
+        return super().request_decorator(limited)
+
+    @property
+    def requests_session(self) -> requests.Session:
+        """One pooled session for the whole tap, so connections are reused across streams."""
+        return t.cast("requests.Session", self._tap.http_session)  # type: ignore[attr-defined]
+
+    @property
+    def timeout(self) -> int:
+        """Per-request timeout in seconds (``request_timeout``)."""
+        return t.cast("int", self.config.get("request_timeout", 300))
+
+    @property
+    def http_headers(self) -> dict[str, str]:
+        """Headers for every request; auth is added by the authenticator."""
+        return {"Accept": "application/json"}
+
+    def validate_response(self, response: requests.Response) -> None:
+        """Classify a response: fine, retriable (429, 5xx) or a clear fatal error."""
+        status = response.status_code
+        if status < 400:  # noqa: PLR2004
+            return
+        if status in {401, 403}:
+            raise AuthenticationError(self.auth_failure_message(response))
+        if status == 429 or status >= 500:  # noqa: PLR2004
+            raise RetriableAPIError(self.response_error_message(response), response)
+        raise AmplitudeError(self.response_error_message(response))
+
+    def auth_failure_message(self, response: requests.Response) -> str:
+        """The one line shown when Amplitude refuses the keys."""
+        region = self.config.get("region") or "us"
+        return (
+            f"Amplitude refused the credentials (HTTP {response.status_code} on "
+            f"{urlsplit(response.url).path}): check api_key and secret_key, and that "
+            f"region '{region}' (host {self.url_base}) is the project's data region."
+        )
+
+    def response_error_message(self, response: requests.Response) -> str:
+        """Status, request and Amplitude's message, without headers or credentials."""
+        return (
+            f"{self.name}: HTTP {response.status_code} from Amplitude for "
+            f"{describe_request(response)}: {error_summary(response)}"
+        )
+
+    def backoff_wait_generator(self) -> Generator[float, t.Any, None]:
+        """Honour ``Retry-After`` when given, else exponential waits (2, 4, 8 … 300 s)."""
+        return _retry_waits()
+
+    def backoff_max_tries(self) -> int:
+        """Enough tries to outlast Amplitude's rate-limit windows."""
+        return MAX_TRIES
+
+    def backoff_handler(self, details: Details) -> None:
+        """Log each retry once, at WARNING, without the URL's host or any header."""
+        exc = details.get("exception")
+        response = getattr(exc, "response", None)
+        if response is not None:
+            reason = f"HTTP {response.status_code} for {describe_request(response)}"
+        else:
+            reason = type(exc).__name__ if exc is not None else "an error"
+        self.logger.warning(
+            "%s: retrying after %s; waiting %.1f s (attempt %d of %d)",
+            self.name,
+            reason,
+            details.get("wait", 0.0),
+            details.get("tries", 0),
+            MAX_TRIES,
+        )
+
+
+class _DropGenericSyncError(logging.Filter):
+    """Drop the SDK's "An unhandled error occurred while syncing" line.
+
+    The CLI prints the failure's own one-line explanation right after; two ERROR lines for one
+    failure, the first of which says nothing actionable, would only confuse.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("An unhandled error occurred while syncing")
+
+
+_GENERIC_SYNC_ERROR = _DropGenericSyncError()
+
+
+def _retry_waits() -> Generator[float, t.Any, None]:
+    """Wait generator for ``backoff``: receives each exception, yields seconds to wait."""
+    attempt = 0
+    exception = yield  # type: ignore[misc]  # backoff primes the generator with send(None)
+    while True:
+        requested = retry_after_seconds(getattr(exception, "response", None))
+        attempt += 1
+        wait = requested if requested is not None else min(2.0**attempt, MAX_WAIT_SECONDS)
+        exception = yield min(wait, MAX_WAIT_SECONDS)

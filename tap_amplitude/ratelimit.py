@@ -1,0 +1,309 @@
+"""Amplitude's REST rate limits, enforced before each request is sent rather than learnt from 429s.
+
+Amplitude limits every project (amplitude-api.md §3.1):
+
+* at most 5 concurrent requests across all REST endpoints (Export, Dashboard REST, cohorts);
+* Dashboard REST queries cost ``days × conditions × endpoint cost`` (1 for every endpoint this
+  tap reads; each group-by counts as 4 conditions), at most 1,000 per 5 minutes and 108,000
+  per hour;
+* User Search and User Activity together: 360 requests per hour.
+
+Budgets are kept in memory, per project, for the whole process and every thread in it
+(pyrate-limiter's thread-safe buckets plus a semaphore). Taps in other processes on the same
+project draw on the same Amplitude budget without coordinating; give each a share through the
+``rate_limits`` setting. A 429 that arrives anyway is retried by the stream, honouring
+``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import typing as t
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from urllib.parse import parse_qs, urlsplit
+
+from pyrate_limiter import InMemoryBucket, Limiter, MonotonicClock, Rate, RateItem
+
+if t.TYPE_CHECKING:
+    import logging
+    from collections.abc import Callable, Iterator, Mapping
+
+    import requests
+
+P = t.ParamSpec("P")
+R = t.TypeVar("R")
+
+SHORT_WINDOW_SECONDS = 300.0
+LONG_WINDOW_SECONDS = 3600.0
+GROUP_BY_CONDITIONS = 4
+# Amplitude counts a request when it arrives, a moment after we count it; windows are kept
+# this much longer (2 %, at least half a second) so our window never ends before Amplitude's.
+WINDOW_MARGIN = 0.02
+MIN_WINDOW_MARGIN_SECONDS = 0.5
+DATE_PARAM_FORMAT = "%Y%m%d"
+
+COST_BUDGET = "Dashboard cost"
+USER_LOOKUP_BUDGET = "user lookups"
+
+# Endpoints whose queries are priced in cost units (1 × days × conditions each).
+COST_ENDPOINTS: tuple[str, ...] = (
+    "/api/2/users",
+    "/api/2/sessions/average",
+    "/api/2/events/list",
+    "/api/2/annotations",
+    "/api/3/cohorts",
+)
+USER_LOOKUP_ENDPOINTS: tuple[str, ...] = ("/api/2/usersearch", "/api/2/useractivity")
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """The numbers a :class:`ProjectLimiter` enforces; the defaults are Amplitude's.
+
+    The window lengths exist for tests, which need windows of seconds rather than minutes;
+    the long window must be a whole multiple of the short one.
+    """
+
+    concurrent_requests: int = 5
+    cost_per_short_window: int = 1000
+    cost_per_long_window: int = 108_000
+    user_lookups_per_long_window: int = 360
+    short_window_seconds: float = SHORT_WINDOW_SECONDS
+    long_window_seconds: float = LONG_WINDOW_SECONDS
+
+    def __post_init__(self) -> None:
+        """Refuse limits no bucket could enforce."""
+        numbers = (
+            self.concurrent_requests,
+            self.cost_per_short_window,
+            self.cost_per_long_window,
+            self.user_lookups_per_long_window,
+        )
+        if min(numbers) < 1:
+            msg = f"rate limits must be at least 1, got {self}"
+            raise ValueError(msg)
+        ratio = self.long_window_seconds / self.short_window_seconds
+        if self.short_window_seconds <= 0 or ratio < 1 or ratio != round(ratio):
+            msg = "the long window must be a whole multiple of the short window"
+            raise ValueError(msg)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, t.Any]) -> RateLimits:
+        """Amplitude's limits, with any ``rate_limits`` setting applied."""
+        settings = config.get("rate_limits") or {}
+        defaults = cls()
+        return cls(
+            cost_per_short_window=int(
+                settings.get("cost_per_5_minutes") or defaults.cost_per_short_window
+            ),
+            cost_per_long_window=int(
+                settings.get("cost_per_hour") or defaults.cost_per_long_window
+            ),
+            user_lookups_per_long_window=int(
+                settings.get("user_lookups_per_hour") or defaults.user_lookups_per_long_window
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What one request draws from a budget."""
+
+    budget: str
+    amount: int
+
+
+def request_charge(path: str, params: Mapping[str, str]) -> Charge | None:
+    """The budget a request to ``path`` draws on, and how much; None when it has no budget.
+
+    Cost-priced queries cost ``days × conditions``: days from ``start``/``end``
+    (``YYYYMMDD``, inclusive; 1 without them) and 4 conditions per group-by (``g``), else 1.
+    """
+    if path.endswith(USER_LOOKUP_ENDPOINTS):
+        return Charge(USER_LOOKUP_BUDGET, 1)
+    if not path.endswith(COST_ENDPOINTS):
+        return None
+    group_bys = [value for value in params.get("g", "").split(",") if value]
+    conditions = GROUP_BY_CONDITIONS * len(group_bys) if group_bys else 1
+    return Charge(COST_BUDGET, _days(params) * conditions)
+
+
+def _days(params: Mapping[str, str]) -> int:
+    """Days from ``start`` to ``end`` (inclusive); 1 when the query names no dates."""
+    try:
+        first, last = _param_date(params["start"]), _param_date(params["end"])
+    except (KeyError, ValueError):
+        return 1
+    return max(1, (last - first).days + 1)
+
+
+def _param_date(value: str) -> date:
+    """A ``YYYYMMDD`` query value as a date."""
+    return datetime.strptime(value, DATE_PARAM_FORMAT).date()  # noqa: DTZ007 - a calendar date
+
+
+def prepared_charge(prepared: requests.PreparedRequest) -> Charge | None:
+    """:func:`request_charge` for a prepared request."""
+    parts = urlsplit(prepared.url or "")
+    params = {name: values[-1] for name, values in parse_qs(parts.query).items()}
+    return request_charge(parts.path, params)
+
+
+class _Budget:
+    """One pyrate-limiter bucket, with a label for the log line that says why we wait."""
+
+    def __init__(self, label: str, rates: list[Rate], windows: Mapping[int, str]) -> None:
+        self.label = label
+        self.bucket = InMemoryBucket(rates)
+        self.clock = MonotonicClock()  # the clock InMemoryBucket stamps items with
+        self.limiter = Limiter(self.bucket)
+        self.windows = windows
+        self.ceiling = min(rate.limit for rate in rates)
+
+    def acquire(self, amount: int, *, log: Callable[[str, float, str, int], None]) -> None:
+        """Take ``amount`` units, blocking (after one log line) until the budget has them.
+
+        A request costing more than a whole window can never fit, so it is charged the
+        whole window: it then waits for an empty window instead of forever.
+        """
+        weight = min(amount, self.ceiling)
+        if self.limiter.try_acquire(self.label, weight, blocking=False) is True:
+            return
+        failing = self.bucket.failing_rate
+        wait_ms = self.bucket.waiting(RateItem(self.label, self.clock.now(), weight))
+        window = self.windows.get(failing.interval, "") if failing is not None else ""
+        limit = failing.limit if failing is not None else self.ceiling
+        seconds = max(0, wait_ms) / 1000 if isinstance(wait_ms, int) else 0.0
+        log(self.label, seconds, f"{limit} per {window}", amount)
+        self.limiter.try_acquire(self.label, weight)
+
+
+class ProjectLimiter:
+    """Every Amplitude REST limit of one project, shared by all streams of the process."""
+
+    def __init__(self, limits: RateLimits, rest_base_url: str) -> None:
+        """Buckets for the cost and user-lookup budgets, a semaphore for concurrency."""
+        self.limits = limits
+        self.rest_prefix = rest_base_url.rstrip("/") + "/"
+        stretch = max(
+            1 + WINDOW_MARGIN, 1 + MIN_WINDOW_MARGIN_SECONDS / limits.short_window_seconds
+        )
+        short_ms = int(limits.short_window_seconds * stretch * 1000)
+        long_ms = int(limits.long_window_seconds * stretch * 1000)
+        windows = {
+            short_ms: _describe_window(limits.short_window_seconds),
+            long_ms: _describe_window(limits.long_window_seconds),
+        }
+        self.budgets = {
+            COST_BUDGET: _Budget(
+                COST_BUDGET,
+                _cost_rates(limits, short_ms, long_ms),
+                windows,
+            ),
+            USER_LOOKUP_BUDGET: _Budget(
+                USER_LOOKUP_BUDGET,
+                [Rate(limits.user_lookups_per_long_window, long_ms)],
+                windows,
+            ),
+        }
+        self.slots = threading.BoundedSemaphore(limits.concurrent_requests)
+
+    @contextmanager
+    def admitted(
+        self, prepared: requests.PreparedRequest, *, stream: str, logger: logging.Logger
+    ) -> Iterator[None]:
+        """Hold budget and a concurrency slot for one request (for its whole duration)."""
+
+        def log_wait(label: str, seconds: float, limit: str, amount: int) -> None:
+            logger.info(
+                "%s: waiting %.1f s for Amplitude's %s budget (%s; this request costs %d)",
+                stream,
+                seconds,
+                label,
+                limit,
+                amount,
+                extra={"budget": label, "wait_seconds": round(seconds, 3)},
+            )
+
+        charge = prepared_charge(prepared)
+        if charge is not None:
+            self.budgets[charge.budget].acquire(charge.amount, log=log_wait)
+        if not (prepared.url or "").startswith(self.rest_prefix):
+            yield
+            return
+        if not self.slots.acquire(blocking=False):
+            started = time.monotonic()
+            self.slots.acquire()
+            logger.info(
+                "%s: waited %.1f s for one of Amplitude's %d concurrent request slots",
+                stream,
+                time.monotonic() - started,
+                self.limits.concurrent_requests,
+                extra={"budget": "concurrency"},
+            )
+        try:
+            yield
+        finally:
+            self.slots.release()
+
+    def wrap(
+        self,
+        func: Callable[t.Concatenate[requests.PreparedRequest, P], R],
+        *,
+        stream: str,
+        logger: logging.Logger,
+    ) -> Callable[t.Concatenate[requests.PreparedRequest, P], R]:
+        """``func`` (which sends a prepared request) made to wait for the limits first."""
+
+        def limited(prepared: requests.PreparedRequest, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            with self.admitted(prepared, stream=stream, logger=logger):
+                return func(prepared, *args, **kwargs)
+
+        return limited
+
+
+def _cost_rates(limits: RateLimits, short_ms: int, long_ms: int) -> list[Rate]:
+    """The cost windows that can bind; a window implied by the other is left out.
+
+    With Amplitude's numbers the hourly 108,000 never binds: twelve 5-minute windows allow
+    12,000 at most. pyrate-limiter refuses such redundant pairs, so only binding ones are kept.
+    """
+    short = Rate(limits.cost_per_short_window, short_ms)
+    long = Rate(limits.cost_per_long_window, long_ms)
+    windows_per_long = round(limits.long_window_seconds / limits.short_window_seconds)
+    if long.limit >= windows_per_long * short.limit:
+        return [short]
+    if long.limit <= short.limit:
+        return [long]
+    return [short, long]
+
+
+def _describe_window(seconds: float) -> str:
+    """``5 min``, ``1 h`` or ``2 s``."""
+    if seconds >= LONG_WINDOW_SECONDS and seconds % LONG_WINDOW_SECONDS == 0:
+        return f"{int(seconds // LONG_WINDOW_SECONDS)} h"
+    if seconds >= 60 and seconds % 60 == 0:  # noqa: PLR2004
+        return f"{int(seconds // 60)} min"
+    return f"{seconds:g} s"
+
+
+_LIMITERS: dict[tuple[str, RateLimits], ProjectLimiter] = {}
+_LIMITERS_LOCK = threading.Lock()
+
+
+def project_limiter(config: Mapping[str, t.Any], rest_base_url: str) -> ProjectLimiter:
+    """The process-wide limiter of the project ``config`` names (one per project and limits).
+
+    The registry key hashes the API key, so the key itself is never held outside the config.
+    """
+    limits = RateLimits.from_config(config)
+    project = hashlib.sha256(f"{rest_base_url}|{config.get('api_key', '')}".encode()).hexdigest()
+    with _LIMITERS_LOCK:
+        limiter = _LIMITERS.get((project, limits))
+        if limiter is None:
+            limiter = _LIMITERS[project, limits] = ProjectLimiter(limits, rest_base_url)
+        return limiter

@@ -1,0 +1,309 @@
+"""export_events end to end through the CLI against the simulator, including every fault."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rfc3339_validator import validate_rfc3339
+
+from singer_sdk.exceptions import RetriableAPIError
+
+from tap_amplitude.client import MAX_TRIES
+from tap_amplitude.export import HOUR, plan_windows
+from tap_amplitude.simulator import AmplitudeSimulator, Fault
+from tap_amplitude.tap import TapAmplitude
+from tap_amplitude.timestamps import EVENT_TIMESTAMP_FIELDS
+from tests.helpers import (
+    TapRun,
+    iter_waits,
+    parse_messages,
+    run_tap,
+    simulator_config,
+    tap_command,
+)
+
+EXPORT = "/api/2/export"
+STREAM = "export_events"
+
+
+def _expected_uuids(sim: AmplitudeSimulator, start: datetime, end: datetime) -> list[str]:
+    return [event["uuid"] for event in sim.dataset.expected_events(start, end)]
+
+
+def _export(sim: AmplitudeSimulator, **overrides: Any) -> TapRun:
+    run = run_tap(simulator_config(sim, **overrides), streams=[STREAM])
+    assert run.returncode == 0, run.stderr
+    return run
+
+
+def _uuids(run: TapRun) -> list[str]:
+    return [record["uuid"] for record in run.records(STREAM)]
+
+
+def _export_requests(sim: AmplitudeSimulator) -> list[tuple[str, str, int]]:
+    return [
+        (r.params["start"], r.params["end"], r.status) for r in sim.requests if r.path == EXPORT
+    ]
+
+
+def test_full_export_matches_the_dataset(simulator: AmplitudeSimulator) -> None:
+    run = _export(simulator)
+    uuids = _uuids(run)
+    expected = _expected_uuids(simulator, simulator.dataset.start, simulator.dataset.end)
+    assert len(expected) > 500
+    assert Counter(uuids) == Counter(expected)
+    assert len(set(uuids)) == len(uuids)
+
+    records = run.records(STREAM)
+    assert all(len(record) == 55 for record in records)
+    for record in records:
+        for field in EVENT_TIMESTAMP_FIELDS:
+            if record[field] is not None:
+                assert validate_rfc3339(record[field]), (field, record[field])
+    # property bags arrive whole, exactly as Amplitude sent them
+    source = {
+        e["uuid"]: e
+        for e in simulator.dataset.expected_events(simulator.dataset.start, simulator.dataset.end)
+    }
+    for record in records[:200]:
+        original = source[record["uuid"]]
+        for bag in (
+            "event_properties",
+            "user_properties",
+            "groups",
+            "group_properties",
+            "data",
+            "plan",
+        ):
+            assert record[bag] == original[bag]
+
+    state = run.final_state()["bookmarks"][STREAM]
+    assert state["replication_key"] == "server_upload_time"
+    assert state["replication_key_value"] == "2024-03-04T00:00:00.000000Z"
+    assert "progress_markers" not in state
+
+
+def test_windows_requested_are_hour_aligned_and_inclusive(simulator: AmplitudeSimulator) -> None:
+    _export(simulator, export_window_hours=24)
+    assert [(start, end) for start, end, _ in _export_requests(simulator)] == [
+        ("20240301T00", "20240301T23"),
+        ("20240302T00", "20240302T23"),
+        ("20240303T00", "20240303T23"),
+    ]
+
+
+def test_state_is_checkpointed_after_every_window(simulator: AmplitudeSimulator) -> None:
+    run = _export(simulator, export_window_hours=12)
+    bookmarks = [
+        state["bookmarks"][STREAM].get("replication_key_value")
+        for state in run.states()
+        if STREAM in state.get("bookmarks", {})
+    ]
+    window_ends = [
+        f"{window.end:%Y-%m-%dT%H}:00:00.000000Z"
+        for window in plan_windows(simulator.dataset.start, simulator.dataset.end, 12)
+    ]
+    for end in window_ends:
+        assert end in bookmarks
+    # and every STATE after a checkpoint only moves forward
+    checkpoints = [b for b in bookmarks if b in window_ends]
+    assert checkpoints == sorted(checkpoints)
+
+
+def test_empty_hours_are_404_and_not_an_error(simulator: AmplitudeSimulator) -> None:
+    run = _export(simulator, export_window_hours=1)
+    statuses = Counter(status for _, _, status in _export_requests(simulator))
+    assert statuses[404] > 0
+    assert statuses[200] > 0
+    expected = _expected_uuids(simulator, simulator.dataset.start, simulator.dataset.end)
+    assert Counter(_uuids(run)) == Counter(expected)
+
+
+def test_incremental_run_reads_only_new_windows(simulator: AmplitudeSimulator) -> None:
+    start = simulator.dataset.start
+    middle = start + timedelta(days=1, hours=5)
+    first = _export(simulator, end_date=middle.isoformat())
+    assert Counter(_uuids(first)) == Counter(_expected_uuids(simulator, start, middle))
+    simulator.clear_requests()
+
+    second = run_tap(simulator_config(simulator), streams=[STREAM], state=first.final_state())
+    assert second.returncode == 0, second.stderr
+    assert Counter(_uuids(second)) == Counter(
+        _expected_uuids(simulator, middle, simulator.dataset.end)
+    )
+    assert _export_requests(simulator)[0][0] == f"{middle:%Y%m%dT%H}"
+
+    third = run_tap(simulator_config(simulator), streams=[STREAM], state=second.final_state())
+    assert third.returncode == 0, third.stderr
+    assert third.records(STREAM) == []
+
+
+def test_later_start_date_wins_over_bookmark(simulator: AmplitudeSimulator) -> None:
+    state = {
+        "bookmarks": {
+            STREAM: {
+                "replication_key": "server_upload_time",
+                "replication_key_value": "2024-03-01T02:00:00.000000Z",
+            }
+        }
+    }
+    start = simulator.dataset.start + timedelta(days=2)
+    run = run_tap(
+        simulator_config(simulator, start_date=start.isoformat()), streams=[STREAM], state=state
+    )
+    assert run.returncode == 0, run.stderr
+    assert Counter(_uuids(run)) == Counter(_expected_uuids(simulator, start, simulator.dataset.end))
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault.status(429, headers={"Retry-After": "1"}),
+        Fault.status(500, headers={"Retry-After": "1"}),
+        Fault.status(503, headers={"Retry-After": "1"}),
+        Fault.not_zip(),
+        Fault.truncated(),
+    ],
+    ids=["429", "500", "503", "not-zip", "truncated"],
+)
+def test_transient_faults_are_retried_without_loss(
+    simulator: AmplitudeSimulator, fault: Fault
+) -> None:
+    simulator.add_fault(
+        EXPORT, fault, times=1, when=lambda params: params.get("start") == "20240302T00"
+    )
+    run = _export(simulator)
+    expected = _expected_uuids(simulator, simulator.dataset.start, simulator.dataset.end)
+    assert Counter(_uuids(run)) == Counter(expected)
+    second_day = [r for r in _export_requests(simulator) if r[0] == "20240302T00"]
+    assert len(second_day) == 2  # the failed attempt and the retry
+
+
+def test_corrupt_gzip_member_is_fetched_again_without_duplicates(
+    simulator: AmplitudeSimulator,
+) -> None:
+    simulator.add_fault(EXPORT, Fault.corrupt_gzip(), times=1)
+    run = _export(simulator)
+    expected = _expected_uuids(simulator, simulator.dataset.start, simulator.dataset.end)
+    assert Counter(_uuids(run)) == Counter(expected)
+    assert "corrupt archive member" in run.stderr
+
+
+def test_persistent_non_zip_fails_loudly(simulator: AmplitudeSimulator) -> None:
+    simulator.add_fault(EXPORT, Fault.not_zip(), times=100)
+    tap = TapAmplitude(config=simulator_config(simulator), validate_config=True)
+    stream = tap.streams[STREAM]
+    # same retry path, without the minutes of real backoff
+    stream.backoff_wait_generator = lambda: iter_waits(0.0)  # type: ignore[method-assign]
+    with pytest.raises(RetriableAPIError, match="not a complete zip"):
+        list(stream.get_records(None))
+    assert len(_export_requests(simulator)) == MAX_TRIES
+
+
+def test_read_timeout_is_retried(simulator: AmplitudeSimulator) -> None:
+    simulator.add_fault(EXPORT, Fault.delay(3), times=1)
+    run = _export(simulator, request_timeout=1)
+    expected = _expected_uuids(simulator, simulator.dataset.start, simulator.dataset.end)
+    assert Counter(_uuids(run)) == Counter(expected)
+
+
+def test_too_large_windows_are_split_down_to_what_fits(simulator: AmplitudeSimulator) -> None:
+    simulator.export_max_events = 150  # a few hours' worth
+    run = _export(simulator, export_window_hours=24)
+    expected = _expected_uuids(simulator, simulator.dataset.start, simulator.dataset.end)
+    assert Counter(_uuids(run)) == Counter(expected)
+    requests = _export_requests(simulator)
+    assert any(status == 400 for _, _, status in requests)
+    served = [(s, e) for s, e, status in requests if status in (200, 404)]
+    hours = sorted(
+        datetime.strptime(s, "%Y%m%dT%H").replace(tzinfo=timezone.utc) + HOUR * h
+        for s, e in served
+        for h in range(
+            int((datetime.strptime(e, "%Y%m%dT%H") - datetime.strptime(s, "%Y%m%dT%H")) / HOUR) + 1
+        )
+    )
+    assert hours == list(simulator.dataset.hours())  # every hour exactly once
+
+
+def test_gateway_timeouts_split_windows(simulator: AmplitudeSimulator) -> None:
+    simulator.export_timeout_hours = 6
+    run = _export(simulator, export_window_hours=24)
+    expected = _expected_uuids(simulator, simulator.dataset.start, simulator.dataset.end)
+    assert Counter(_uuids(run)) == Counter(expected)
+    assert any(status == 504 for _, _, status in _export_requests(simulator))
+
+
+def test_single_hour_too_large_stops_with_a_clear_message(simulator: AmplitudeSimulator) -> None:
+    simulator.export_max_events = 1
+    run = run_tap(simulator_config(simulator, export_window_hours=2), streams=[STREAM])
+    assert run.returncode == 1
+    assert "single hour 2024-03-01 00:00..2024-03-01 00:59 UTC" in run.stderr
+    assert "S3 export" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_unknown_path_404_is_not_mistaken_for_no_data(simulator: AmplitudeSimulator) -> None:
+    run = run_tap(simulator_config(simulator, api_url=simulator.url + "/wrong"), streams=[STREAM])
+    assert run.returncode == 1
+    assert "check api_url" in run.stderr
+
+
+def _read_until_checkpoints(process: subprocess.Popen[str], wanted: int) -> list[dict[str, Any]]:
+    """Read the tap's stdout until it has checkpointed ``wanted`` windows."""
+    assert process.stdout is not None
+    messages: list[dict[str, Any]] = []
+    checkpoints = 0
+    for line in process.stdout:
+        message = json.loads(line)
+        messages.append(message)
+        if message["type"] == "STATE":
+            value = message["value"]["bookmarks"].get(STREAM, {}).get("replication_key_value", "")
+            if value.endswith("T00:00:00.000000Z") or value.endswith("T12:00:00.000000Z"):
+                checkpoints += 1
+                if checkpoints >= wanted:
+                    return messages
+    return messages
+
+
+def test_killed_run_resumes_from_last_state_without_loss(simulator: AmplitudeSimulator) -> None:
+    # the 3rd window answers slowly, so the process is surely mid-export when killed
+    simulator.add_fault(
+        EXPORT, Fault.delay(30), times=1, when=lambda p: p.get("start") == "20240302T00"
+    )
+    config = simulator_config(simulator, export_window_hours=12)
+    with tempfile.TemporaryDirectory() as tmp:
+        command = tap_command(config, Path(tmp), streams=[STREAM])
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        ) as process:
+            try:
+                messages = _read_until_checkpoints(process, wanted=2)
+                time.sleep(0.5)
+                process.send_signal(signal.SIGKILL)
+                process.wait(timeout=10)
+                assert process.stdout is not None
+                messages += parse_messages(process.stdout.read())
+            finally:
+                if process.poll() is None:
+                    process.kill()
+    first = TapRun(process.returncode, "", "", messages)
+    assert first.returncode == -signal.SIGKILL
+    last_state = first.final_state()
+    assert last_state["bookmarks"][STREAM]["replication_key_value"] == "2024-03-02T00:00:00.000000Z"
+
+    resumed = run_tap(config, streams=[STREAM], state=last_state)
+    assert resumed.returncode == 0, resumed.stderr
+    union = set(_uuids(first)) | set(_uuids(resumed))
+    expected = _expected_uuids(simulator, simulator.dataset.start, simulator.dataset.end)
+    assert union == set(expected)
+    # nothing before the in-flight window is exported twice
+    assert not set(_uuids(first)) & set(_uuids(resumed))
