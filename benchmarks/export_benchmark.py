@@ -72,7 +72,9 @@ def download(sim: AmplitudeSimulator, into: Path) -> None:
     """Fetch the whole day once: warms the simulator's cache and gives the floor its input."""
     params = {"start": f"{DAY:%Y%m%dT%H}", "end": f"{DAY + timedelta(hours=HOURS - 1):%Y%m%dT%H}"}
     auth = (sim.project.api_key, sim.project.secret_key)
-    with requests.get(f"{sim.url}/api/2/export", params=params, auth=auth, stream=True, timeout=600) as response:
+    with requests.get(
+        f"{sim.url}/api/2/export", params=params, auth=auth, stream=True, timeout=600
+    ) as response:
         response.raise_for_status()
         with into.open("wb") as out:
             for chunk in response.iter_content(1 << 20):
@@ -116,7 +118,15 @@ def run_tap(config: dict[str, Any], catalog: Path, workdir: Path) -> tuple[float
     """Run the tap once; wall seconds and peak RSS (MB)."""
     config_path = workdir / "config.json"
     config_path.write_text(json.dumps(config))
-    command = [sys.executable, "-m", "tap_amplitude", "--config", str(config_path), "--catalog", str(catalog)]
+    command = [
+        sys.executable,
+        "-m",
+        "tap_amplitude",
+        "--config",
+        str(config_path),
+        "--catalog",
+        str(catalog),
+    ]
     peak: float | None = None
     started = time.perf_counter()
     with Path(os.devnull).open("wb") as sink, (workdir / "tap.log").open("wb") as log:
@@ -134,7 +144,10 @@ def run_tap(config: dict[str, Any], catalog: Path, workdir: Path) -> tuple[float
 def export_only_catalog(workdir: Path) -> Path:
     """A catalog with only export_events selected."""
     discovered = subprocess.run(
-        [sys.executable, "-m", "tap_amplitude", "--discover"], capture_output=True, check=True, text=True
+        [sys.executable, "-m", "tap_amplitude", "--discover"],
+        capture_output=True,
+        check=True,
+        text=True,
     )
     catalog = json.loads(discovered.stdout)
     for entry in catalog["streams"]:
@@ -167,7 +180,11 @@ def measure(size: int, repeat: int) -> list[Result]:
         floor_seconds = statistics.median(seconds for _, seconds in floors)
         results = [Result(size, "floor", events, floor_seconds, events / floor_seconds, 1.0, None)]
 
-        empty_hour = {**config, "start_date": "2023-01-01T00:00:00Z", "end_date": "2023-01-01T01:00:00Z"}
+        empty_hour = {
+            **config,
+            "start_date": "2023-01-01T00:00:00Z",
+            "end_date": "2023-01-01T01:00:00Z",
+        }
         startup = statistics.median(run_tap(empty_hour, catalog, workdir)[0] for _ in range(repeat))
         results.append(Result(size, "startup", 0, startup, 0.0, startup / floor_seconds, None))
 
@@ -177,7 +194,10 @@ def measure(size: int, repeat: int) -> list[Result]:
             "storage": {"root": f"file://{batch_dir}"},
             "batch_size": 50_000,
         }
-        for mode, mode_config in (("record", config), ("batch", {**config, "batch_config": batch_config})):
+        for mode, mode_config in (
+            ("record", config),
+            ("batch", {**config, "batch_config": batch_config}),
+        ):
             runs = []
             for _ in range(repeat):
                 batch_dir.mkdir(exist_ok=True)
@@ -186,7 +206,9 @@ def measure(size: int, repeat: int) -> list[Result]:
                     leftover.unlink()
             seconds = statistics.median(seconds for seconds, _ in runs)
             peak = max((rss for _, rss in runs if rss is not None), default=None)
-            results.append(Result(size, mode, events, seconds, events / seconds, seconds / floor_seconds, peak))
+            results.append(
+                Result(size, mode, events, seconds, events / seconds, seconds / floor_seconds, peak)
+            )
     return results
 
 
@@ -208,7 +230,9 @@ def svg_chart(results: list[Result]) -> str:
     for tick in range(5):
         value = best * tick / 4
         y = top + plot_h - plot_h * tick / 4
-        parts.append(f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{value / 1000:.0f}k</text>')
+        parts.append(
+            f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{value / 1000:.0f}k</text>'
+        )
         parts.append(f'<line x1="{left}" y1="{y}" x2="{width - 10}" y2="{y}" stroke="#eee"/>')
     for index, size in enumerate(sizes):
         x0 = left + index * group_w + bar_w / 2
@@ -219,12 +243,20 @@ def svg_chart(results: list[Result]) -> str:
             bar_h = plot_h * match.events_per_second / best
             x = x0 + position * bar_w
             y = top + plot_h - bar_h
-            parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w * 0.9:.1f}" height="{bar_h:.1f}" fill="{colors[mode]}"/>')
-            parts.append(f'<text x="{x + bar_w * 0.45:.1f}" y="{y - 4:.1f}" text-anchor="middle">{match.events_per_second / 1000:.1f}k</text>')
-        parts.append(f'<text x="{x0 + bar_w * 1.5:.1f}" y="{top + plot_h + 18}" text-anchor="middle">{size:,} events</text>')
+            parts.append(
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w * 0.9:.1f}" height="{bar_h:.1f}" fill="{colors[mode]}"/>'
+            )
+            parts.append(
+                f'<text x="{x + bar_w * 0.45:.1f}" y="{y - 4:.1f}" text-anchor="middle">{match.events_per_second / 1000:.1f}k</text>'
+            )
+        parts.append(
+            f'<text x="{x0 + bar_w * 1.5:.1f}" y="{top + plot_h + 18}" text-anchor="middle">{size:,} events</text>'
+        )
     for position, mode in enumerate(modes):
         x = left + position * 110
-        parts.append(f'<rect x="{x}" y="{height - 18}" width="12" height="12" fill="{colors[mode]}"/>')
+        parts.append(
+            f'<rect x="{x}" y="{height - 18}" width="12" height="12" fill="{colors[mode]}"/>'
+        )
         parts.append(f'<text x="{x + 16}" y="{height - 8}">{mode}</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
@@ -243,11 +275,15 @@ def main() -> None:
     for size in args.sizes:
         results += measure(size, args.repeat)
 
-    print(f"{'events':>9} {'mode':>8} {'seconds':>8} {'events/s':>10} {'x floor':>8} {'peak RSS':>9}")
+    print(
+        f"{'events':>9} {'mode':>8} {'seconds':>8} {'events/s':>10} {'x floor':>8} {'peak RSS':>9}"
+    )
     for r in results:
         rss = f"{r.peak_rss_mb:.0f} MB" if r.peak_rss_mb is not None else "-"
         rate = f"{r.events_per_second:,.0f}" if r.events else "-"
-        print(f"{r.events:>9,} {r.mode:>8} {r.seconds:>8.2f} {rate:>10} {r.ratio_to_floor:>8.2f} {rss:>9}")
+        print(
+            f"{r.events:>9,} {r.mode:>8} {r.seconds:>8.2f} {rate:>10} {r.ratio_to_floor:>8.2f} {rss:>9}"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
     args.chart.write_text(svg_chart(results))

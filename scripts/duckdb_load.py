@@ -14,6 +14,7 @@ re-runs and overlapping windows never duplicate rows.
 Settings (Meltano passes them as environment variables): ``DUCKDB_DATABASE`` (the database
 file), ``DUCKDB_JSONL_DIR`` (target-jsonl's ``destination_path``), ``DUCKDB_SCHEMA``.
 """
+# ruff: noqa: S608 - SQL text carries only identifiers from the catalog and settings
 
 from __future__ import annotations
 
@@ -86,15 +87,17 @@ def load(con: duckdb.DuckDBPyConnection, jsonl_dir: Path, schema: str) -> None:
         dedupe = ""
         if keys:
             partition = ", ".join(quoted(key) for key in keys)
-            dedupe = f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY filename DESC) = 1"
+            dedupe = (
+                f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY filename DESC) = 1"
+            )
         table = f"{quoted(schema)}.{quoted(stream)}"
         con.execute(
-            f"CREATE OR REPLACE TABLE {table} AS SELECT * EXCLUDE (filename) "  # noqa: S608
+            f"CREATE OR REPLACE TABLE {table} AS SELECT * EXCLUDE (filename) "
             "FROM read_json(?, format = 'newline_delimited', columns = ?, filename = true) "
             f"{dedupe}",
             [files, columns],
         )
-        (count,) = con.execute(f"SELECT count(*) FROM {table}").fetchone() or (0,)  # noqa: S608
+        (count,) = con.execute(f"SELECT count(*) FROM {table}").fetchone() or (0,)
         print(f"duckdb_load: {table}: {count} rows from {len(files)} file(s)", file=sys.stderr)
 
 
@@ -106,12 +109,15 @@ def show(con: duckdb.DuckDBPyConnection, title: str, sql: str) -> None:
 
 def summary(con: duckdb.DuckDBPyConnection, schema: str) -> None:
     """What arrived: rows per table, a few events, events per day."""
-    show(
-        con,
-        "rows per stream",
-        "SELECT table_name AS stream, estimated_size AS rows FROM duckdb_tables() "
-        f"WHERE schema_name = '{schema}' ORDER BY table_name",
+    tables = con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE schema_name = ? ORDER BY table_name",
+        [schema],
+    ).fetchall()
+    counts = " UNION ALL ".join(
+        f"SELECT '{name}' AS stream, count(*) AS rows FROM {quoted(schema)}.{quoted(name)}"
+        for (name,) in tables
     )
+    show(con, "rows per stream", counts or "SELECT 'no tables yet' AS stream")
     events = f"{quoted(schema)}.export_events"
     show(
         con,
@@ -134,7 +140,7 @@ def main() -> None:
     root = Path(os.environ.get("MELTANO_PROJECT_ROOT", "."))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["load", "summary", "query"])
-    parser.add_argument("sql", nargs="?", help="for query: the statement; rows print as JSON")
+    parser.add_argument("sql", nargs="?", help="for query: a SELECT; rows print as JSON")
     args = parser.parse_args()
     database = os.environ.get("DUCKDB_DATABASE") or str(root / "output" / "warehouse.duckdb")
     jsonl_dir = Path(os.environ.get("DUCKDB_JSONL_DIR") or root / "output" / "jsonl")
@@ -145,11 +151,10 @@ def main() -> None:
             load(con, jsonl_dir, schema)
         elif args.command == "summary":
             summary(con, schema)
-        else:
-            cursor = con.execute(args.sql or "")
-            names = [column[0] for column in cursor.description or []]
-            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-            print(json.dumps(rows, default=str))
+        else:  # to_json: exact values without Python types (TIMESTAMPTZ would need pytz)
+            wrapped = f"SELECT CAST(to_json(q) AS VARCHAR) FROM ({args.sql}) AS q"
+            rows = [json.loads(row) for (row,) in con.execute(wrapped).fetchall()]
+            print(json.dumps(rows))
 
 
 if __name__ == "__main__":

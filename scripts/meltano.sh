@@ -24,7 +24,7 @@ if [[ "$("$VENV/bin/meltano" --version 2>/dev/null)" != "meltano, version $MELTA
         python=(--python "$ROOT/.venv/bin/python")  # the interpreter `uv sync` chose
     fi
     echo "meltano.sh: installing Meltano $MELTANO_VERSION into .venv-meltano" >&2
-    uv venv --quiet --allow-existing "${python[@]}" "$VENV"
+    uv venv --quiet --allow-existing ${python[@]+"${python[@]}"} "$VENV"
     uv pip install --quiet --compile-bytecode --python "$VENV/bin/python" "meltano==$MELTANO_VERSION"
 fi
 

@@ -3,7 +3,8 @@
 #
 #   scripts/postgres.sh start   install PostgreSQL if missing, initdb (first time), start,
 #                               create the database, print connection settings
-#   scripts/postgres.sh env     print the connection settings (PG* variables, eval-able)
+#   scripts/postgres.sh env     print the connection settings: after
+#                               eval "$(scripts/postgres.sh env)", psql needs no arguments
 #   scripts/postgres.sh status  exit 0 when the server runs
 #   scripts/postgres.sh stop    stop the server (the data directory stays)
 #   scripts/postgres.sh destroy stop the server and delete its directory
@@ -32,7 +33,7 @@ log() { echo "postgres.sh: $*" >&2; }
 
 find_bindir() {
     local dir
-    for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    for dir in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r); do
         if [[ -x "$dir/initdb" && -x "$dir/pg_ctl" ]]; then
             echo "$dir"
             return 0
@@ -51,8 +52,9 @@ install_postgres() {
     if [[ $(id -u) -ne 0 ]]; then
         sudo=(sudo)
     fi
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq postgresql >/dev/null
+    ${sudo[@]+"${sudo[@]}"} apt-get update -qq
+    ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq postgresql >/dev/null
 }
 
 bindir() {
@@ -75,11 +77,11 @@ as_owner() {
 
 print_env() {
     cat <<EOF
-PGHOST=127.0.0.1
-PGPORT=$PG_PORT
-PGUSER=$PG_USER
-PGPASSWORD=$PG_PASSWORD
-PGDATABASE=$PG_DATABASE
+export PGHOST=127.0.0.1
+export PGPORT=$PG_PORT
+export PGUSER=$PG_USER
+export PGPASSWORD=$PG_PASSWORD
+export PGDATABASE=$PG_DATABASE
 EOF
 }
 
@@ -135,7 +137,7 @@ case "${1:-}" in
     env) print_env ;;
     bindir) echo "$BIN" ;;
     *)
-        sed -n '2,21p' "$0" >&2
+        sed -n '2,22p' "$0" >&2
         exit 2
         ;;
 esac

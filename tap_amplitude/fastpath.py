@@ -16,6 +16,8 @@ import typing as t
 import orjson
 from singer_sdk.mapper import SameRecordTransform
 
+from tap_amplitude.timestamps import normalize_event
+
 if t.TYPE_CHECKING:
     from singer_sdk.streams import Stream
 
@@ -52,6 +54,11 @@ class RecordShaper:
             for stream_map in stream.stream_maps
         ]
 
+    @property
+    def passthrough(self) -> bool:
+        """Nothing to deselect and only the identity map: rows go out as parsed."""
+        return not self.deselected and self.maps == [(self.maps[0][0], None)]
+
     def shape(self, row: dict[str, t.Any]) -> t.Iterator[tuple[str, dict[str, t.Any]]]:
         """Yield ``(stream alias, record)`` for every map that keeps the row."""
         if not self.schema_keys.issuperset(row):
@@ -66,6 +73,49 @@ class RecordShaper:
             if mapped is not None:
                 yield alias, mapped
 
+    def record_messages(self, lines: list[bytes], time_extracted: str) -> list[bytes]:
+        """RECORD messages (one JSON line each) for a batch of raw export lines."""
+        if not self.passthrough:
+            return [
+                dump_line(
+                    {
+                        "type": "RECORD",
+                        "stream": alias,
+                        "record": record,
+                        "time_extracted": time_extracted,
+                    },
+                )
+                for row in map(parse_line, lines)
+                for alias, record in self.shape(normalize_event(row))
+            ]
+        # The common case, unrolled: this loop is where a big export spends its time.
+        envelope = {"type": "RECORD", "stream": self.maps[0][0], "time_extracted": time_extracted}
+        keys = self.schema_keys
+        messages = []
+        for line in lines:
+            row = normalize_event(parse_line(line))
+            if not keys.issuperset(row):
+                row = {key: value for key, value in row.items() if key in keys}
+            messages.append(dump_line({**envelope, "record": row}))
+        return messages
+
+    def batch_rows(self, lines: list[bytes]) -> list[bytes]:
+        """BATCH file rows (one JSON record per line) for a batch of raw export lines."""
+        if not self.passthrough:
+            return [
+                dump_line(record)
+                for row in map(parse_line, lines)
+                for _, record in self.shape(normalize_event(row))
+            ]
+        keys = self.schema_keys
+        rows = []
+        for line in lines:
+            row = normalize_event(parse_line(line))
+            if not keys.issuperset(row):
+                row = {key: value for key, value in row.items() if key in keys}
+            rows.append(dump_line(row))
+        return rows
+
 
 def _is_identity(stream_map: t.Any) -> bool:
     """The default map with flattening off returns every record unchanged."""
@@ -75,23 +125,13 @@ def _is_identity(stream_map: t.Any) -> bool:
 class BulkRecordWriter:
     """RECORD messages encoded with orjson and written to stdout in large blocks."""
 
-    def __init__(self, time_extracted: str) -> None:
-        """Messages carry ``time_extracted`` (the moment the window was downloaded)."""
-        self.time_extracted = time_extracted
+    def __init__(self) -> None:
+        """Start with nothing queued."""
         self.pending: list[bytes] = []
 
-    def add(self, stream: str, record: dict[str, t.Any]) -> None:
-        """Queue one RECORD message."""
-        self.pending.append(
-            dump_line(
-                {
-                    "type": "RECORD",
-                    "stream": stream,
-                    "record": record,
-                    "time_extracted": self.time_extracted,
-                },
-            ),
-        )
+    def extend(self, messages: list[bytes]) -> None:
+        """Queue encoded RECORD messages; write once enough are waiting."""
+        self.pending += messages
         if len(self.pending) >= WRITE_BATCH_RECORDS:
             self.flush()
 

@@ -370,10 +370,12 @@ def read_id_file(path: Path) -> list[tuple[str, str]]:
             kind, value = "user_id", line
         if not value:
             raise click.BadParameter(f"{path} line {number}: no id", param_hint="--from-file")
-        if kind == "amplitude_id" and not value.isdigit():
-            raise click.BadParameter(
-                f"{path} line {number}: Amplitude ids are numbers", param_hint="--from-file"
-            )
+        if kind == "amplitude_id":
+            if not value.isdigit():
+                raise click.BadParameter(
+                    f"{path} line {number}: Amplitude ids are numbers", param_hint="--from-file"
+                )
+            value = str(int(value))  # one spelling per id, so the audit log recognises it
         ids.append((kind, value))
     return ids
 
@@ -606,20 +608,24 @@ class _NotFromBackoff(logging.Filter):
 
 @contextlib.contextmanager
 def _stderr_logging() -> Iterator[None]:
-    """Show the tap's warnings (retries, skipped sections) on stderr for one invocation."""
-    logger = logging.getLogger(TapAmplitude.name)
+    """For one invocation, show the tap's warnings (retries, skipped sections) on stderr.
+
+    The SDK's own records (request metrics, progress) are kept out of whatever logging the
+    host process configured: the command's output is its JSON lines and one-line messages.
+    """
+    tap_logger, sdk_logger = logging.getLogger(TapAmplitude.name), logging.getLogger("singer_sdk")
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.WARNING)
     handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
     handler.addFilter(_NotFromBackoff())
-    propagate = logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
+    saved = tap_logger.propagate, sdk_logger.propagate
+    tap_logger.addHandler(handler)
+    tap_logger.propagate = sdk_logger.propagate = False
     try:
         yield
     finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
+        tap_logger.removeHandler(handler)
+        tap_logger.propagate, sdk_logger.propagate = saved
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -307,3 +307,33 @@ def project_limiter(config: Mapping[str, t.Any], rest_base_url: str) -> ProjectL
         if limiter is None:
             limiter = _LIMITERS[project, limits] = ProjectLimiter(limits, rest_base_url)
         return limiter
+
+
+class IntervalLimiter:
+    """Spaces calls at least ``interval`` seconds apart, across threads (Privacy API: 1/s).
+
+    Each call to :meth:`wait` reserves the next free slot, so the limit holds for retries
+    and for requests made from different code paths alike.
+    """
+
+    def __init__(
+        self,
+        interval: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """Start with a free slot."""
+        self.interval = interval
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._next_slot = float("-inf")
+
+    def wait(self) -> None:
+        """Block until the next slot, then claim it."""
+        with self._lock:
+            delay = self._next_slot - self._clock()
+            if delay > 0:
+                self._sleep(delay)
+            self._next_slot = self._clock() + self.interval

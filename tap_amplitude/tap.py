@@ -162,9 +162,21 @@ class TapAmplitude(Tap):
         th.Property(
             "rate_limits",
             th.ObjectType(
-                th.Property("cost_per_5_minutes", th.IntegerType(minimum=1)),
-                th.Property("cost_per_hour", th.IntegerType(minimum=1)),
-                th.Property("user_lookups_per_hour", th.IntegerType(minimum=1)),
+                th.Property(
+                    "cost_per_5_minutes",
+                    th.IntegerType(minimum=1),
+                    description="Dashboard query cost per 5 minutes (Amplitude: 1000).",
+                ),
+                th.Property(
+                    "cost_per_hour",
+                    th.IntegerType(minimum=1),
+                    description="Dashboard query cost per hour (Amplitude: 108000).",
+                ),
+                th.Property(
+                    "user_lookups_per_hour",
+                    th.IntegerType(minimum=1),
+                    description="User search and user activity requests per hour (Amplitude: 360).",
+                ),
                 additional_properties=False,
             ),
             title="Rate limits",

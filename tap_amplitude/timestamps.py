@@ -53,7 +53,7 @@ def normalize_event(event: dict[str, Any]) -> dict[str, Any]:
         value = event.get(field)
         if value:
             if len(value) == _FULL and value[10] == " ":
-                event[field] = f"{value[:10]}T{value[11:]}Z"
+                event[field] = value.replace(" ", "T", 1) + "Z"
             else:
                 event[field] = normalize(value)
     return event

@@ -7,10 +7,10 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterator
 
 from tap_amplitude.simulator import AmplitudeSimulator
 
@@ -83,7 +83,8 @@ def discovered_catalog() -> dict[str, Any]:
             check=True,
         )
         _DISCOVERED.update(json.loads(result.stdout))
-    return json.loads(json.dumps(_DISCOVERED))
+    copy: dict[str, Any] = json.loads(json.dumps(_DISCOVERED))
+    return copy
 
 
 def tap_command(
@@ -135,7 +136,7 @@ def run_tap(
     return TapRun(result.returncode, result.stdout, result.stderr, messages)
 
 
-def iter_waits(seconds: float) -> Iterator[float]:
+def iter_waits(seconds: float) -> Generator[float, Any, None]:
     """A backoff wait generator that never waits long (for in-process retry tests)."""
     yield  # type: ignore[misc]  # primed by backoff with send(None)
     while True:

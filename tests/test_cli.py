@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from tap_amplitude.simulator import AmplitudeSimulator, Project
-from tests.conftest import SMALL_DATASET
 from tap_amplitude.client import AmplitudeStream
+from tap_amplitude.simulator import AmplitudeSimulator, Project
 from tap_amplitude.tap import TapAmplitude
+from tests.conftest import SMALL_DATASET
 from tests.helpers import iter_waits, run_tap, simulator_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,6 +24,7 @@ TestTapAmplitude = get_tap_test_class(
         _SIMULATOR,
         user_ids=[_USERS[1].user_id, _USERS[2].device_id],
         amplitude_ids=[_USERS[0].amplitude_id],
+        project_id=_SIMULATOR.project.app_id,
     ),
     suite_config=SuiteConfig(max_records_limit=100),
     parse_env_config=False,

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 from rfc3339_validator import validate_rfc3339
-
 from singer_sdk.exceptions import RetriableAPIError
 
 from tap_amplitude.client import MAX_TRIES
 from tap_amplitude.export import HOUR, plan_windows
 from tap_amplitude.simulator import AmplitudeSimulator, Fault
+from tap_amplitude.streams.export_events import ExportEventsStream
 from tap_amplitude.tap import TapAmplitude
 from tap_amplitude.timestamps import EVENT_TIMESTAMP_FIELDS
 from tests.helpers import (
@@ -90,6 +90,15 @@ def test_full_export_matches_the_dataset(simulator: AmplitudeSimulator) -> None:
     assert state["replication_key"] == "server_upload_time"
     assert state["replication_key_value"] == "2024-03-04T00:00:00.000000Z"
     assert "progress_markers" not in state
+
+    # people watching see the plan, then one line per window ending with all hours done
+    assert (
+        "export_events: exporting 72 hours (2024-03-01 00:00..2024-03-03 23:59 UTC) in 3 windows"
+        in run.stderr
+    )
+    progress = [line for line in run.stderr.splitlines() if "export_events progress:" in line]
+    assert len(progress) == 3
+    assert f"72/72 hours, {len(expected)} events" in progress[-1]
 
 
 def test_windows_requested_are_hour_aligned_and_inclusive(simulator: AmplitudeSimulator) -> None:
@@ -202,6 +211,7 @@ def test_persistent_non_zip_fails_loudly(simulator: AmplitudeSimulator) -> None:
     simulator.add_fault(EXPORT, Fault.not_zip(), times=100)
     tap = TapAmplitude(config=simulator_config(simulator), validate_config=True)
     stream = tap.streams[STREAM]
+    assert isinstance(stream, ExportEventsStream)
     # same retry path, without the minutes of real backoff
     stream.backoff_wait_generator = lambda: iter_waits(0.0)  # type: ignore[method-assign]
     with pytest.raises(RetriableAPIError, match="not a complete zip"):
@@ -225,13 +235,15 @@ def test_too_large_windows_are_split_down_to_what_fits(simulator: AmplitudeSimul
     assert any(status == 400 for _, _, status in requests)
     served = [(s, e) for s, e, status in requests if status in (200, 404)]
     hours = sorted(
-        datetime.strptime(s, "%Y%m%dT%H").replace(tzinfo=timezone.utc) + HOUR * h
-        for s, e in served
-        for h in range(
-            int((datetime.strptime(e, "%Y%m%dT%H") - datetime.strptime(s, "%Y%m%dT%H")) / HOUR) + 1
-        )
+        _hour(start) + HOUR * offset
+        for start, end in served
+        for offset in range(int((_hour(end) - _hour(start)) / HOUR) + 1)
     )
     assert hours == list(simulator.dataset.hours())  # every hour exactly once
+
+
+def _hour(param: str) -> datetime:
+    return datetime.strptime(param, "%Y%m%dT%H").replace(tzinfo=timezone.utc)
 
 
 def test_gateway_timeouts_split_windows(simulator: AmplitudeSimulator) -> None:
@@ -267,7 +279,7 @@ def _read_until_checkpoints(process: subprocess.Popen[str], wanted: int) -> list
         messages.append(message)
         if message["type"] == "STATE":
             value = message["value"]["bookmarks"].get(STREAM, {}).get("replication_key_value", "")
-            if value.endswith("T00:00:00.000000Z") or value.endswith("T12:00:00.000000Z"):
+            if value.endswith(("T00:00:00.000000Z", "T12:00:00.000000Z")):
                 checkpoints += 1
                 if checkpoints >= wanted:
                     return messages

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tap_amplitude.privacy import AuditLog, batch_bodies, read_id_file, run
+from tap_amplitude.ratelimit import IntervalLimiter
 from tap_amplitude.simulator import AmplitudeSimulator, Dataset, Fault
 from tap_amplitude.simulator import deletions as sim_deletions
-from tap_amplitude.streams.privacy import DeletionJobsStream, RateLimiter, job_windows
+from tap_amplitude.streams.privacy import DeletionJobsStream, job_windows
 from tests.conftest import SMALL_DATASET
 
 if TYPE_CHECKING:
@@ -39,9 +40,22 @@ class Outcome:
 
 
 @pytest.fixture
+def recent() -> Iterator[AmplitudeSimulator]:
+    with AmplitudeSimulator(recent_dataset()) as sim:
+        yield sim
+
+
+@pytest.fixture
 def many_users() -> Iterator[AmplitudeSimulator]:
     with AmplitudeSimulator(MANY_USERS) as sim:
         yield sim
+
+
+def recent_dataset() -> Dataset:
+    """Three days of data ending a week ago: the simulator's seeded job on its first day is done."""
+    start = datetime.now(tz=timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    start -= timedelta(days=10)
+    return Dataset(start=start, end=start + timedelta(days=3), events_per_hour=1, users=12)
 
 
 def write_config(sim: AmplitudeSimulator, tmp_path: Path, **overrides: Any) -> Path:
@@ -414,10 +428,10 @@ def test_auth_failure_is_recorded_and_reported_without_secrets(
 
 
 def test_jobs_lists_every_status_and_splits_long_ranges(
-    simulator: AmplitudeSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    recent: AmplitudeSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = write_config(simulator, tmp_path)
-    user = simulator.dataset.user_list()[0]
+    config = write_config(recent, tmp_path)
+    user = recent.dataset.user_list()[0]
     scheduled = privacy(
         capsys,
         *["delete", "--config", str(config), "--user-id", user.user_id],
@@ -434,9 +448,9 @@ def test_jobs_lists_every_status_and_splits_long_ranges(
     assert jobs[2]["amplitude_ids"][0]["user_id"] == user.user_id
     assert jobs[2]["amplitude_ids"][0]["requester"] == "dpo@example.com"
     assert jobs[1]["active_scrub_done_date"] is not None
-    assert {job["app"] for job in jobs} == {simulator.project.app_id}
+    assert {job["app"] for job in jobs} == {recent.project.app_id}
 
-    gets = [r for r in simulator.requests if r.method == "GET" and r.path == DELETIONS]
+    gets = [r for r in recent.requests if r.method == "GET" and r.path == DELETIONS]
     windows = [(r.params["start_day"], r.params["end_day"]) for r in gets if r.status == 200]
     assert windows[0][0] == start.isoformat()
     assert windows[-1][1] == (today + timedelta(days=30)).isoformat()
@@ -566,7 +580,7 @@ def test_rate_limiter_spaces_calls_by_its_interval() -> None:
         sleeps.append(seconds)
         now[0] += seconds
 
-    limiter = RateLimiter(1.1, clock=lambda: now[0], sleep=sleep)
+    limiter = IntervalLimiter(1.1, clock=lambda: now[0], sleep=sleep)
     limiter.wait()
     limiter.wait()
     now[0] += 0.5
@@ -591,7 +605,7 @@ def test_job_windows_cover_the_range_in_at_most_180_days() -> None:
 
 def test_id_file_and_batches(tmp_path: Path) -> None:
     ids = tmp_path / "ids.txt"
-    ids.write_text("# header\nalice@example.com\n\namplitude_id: 42\nuser_id:a:b\n")
+    ids.write_text("# header\nalice@example.com\n\namplitude_id: 042\nuser_id:a:b\n")
     parsed = read_id_file(ids)
     assert parsed == [("user_id", "alice@example.com"), ("amplitude_id", "42"), ("user_id", "a:b")]
     bodies = batch_bodies(

@@ -5,19 +5,35 @@ from __future__ import annotations
 import itertools
 import json
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 
-from tap_amplitude.simulator import AmplitudeSimulator, Fault
+from tap_amplitude.simulator import AmplitudeSimulator, Dataset, Fault
 from tap_amplitude.simulator import deletions as sim_deletions
 from tap_amplitude.streams.privacy import UNKNOWN_USER_ERROR, DeletionJobsStream
 from tap_amplitude.tap import TapAmplitude
 from tests.helpers import run_tap, simulator_config
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 PROFILE = "/v1/userprofile"
 DELETIONS = "/api/2/deletions/users"
+
+
+def recent_dataset() -> Dataset:
+    """Three days of data ending a week ago: the simulator's seeded job on its first day is done."""
+    start = datetime.now(tz=timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    start -= timedelta(days=10)
+    return Dataset(start=start, end=start + timedelta(days=3), events_per_hour=1, users=12)
+
+
+@pytest.fixture
+def recent() -> Iterator[AmplitudeSimulator]:
+    with AmplitudeSimulator(recent_dataset()) as sim:
+        yield sim
 
 
 def profile_requests(sim: AmplitudeSimulator) -> list[dict[str, str]]:
@@ -60,6 +76,23 @@ def test_user_profiles_one_record_per_user_found_by_search(simulator: AmplitudeS
         assert params["get_computations"] == "true"
         assert params["get_recs"] == "true"
         assert params["rec_id"] == "rec-1,rec-2"
+
+
+def test_user_profiles_reuse_user_search_results(simulator: AmplitudeSimulator) -> None:
+    users = simulator.dataset.user_list()
+    config = simulator_config(
+        simulator, user_ids=[users[2].user_id], amplitude_ids=[users[3].amplitude_id]
+    )
+    run = run_tap(config, streams=["user_search", "user_profiles", "user_activity"])
+    assert run.returncode == 0, run.stderr
+    searches = [r.params["user"] for r in simulator.requests if r.path == "/api/2/usersearch"]
+    assert searches == [users[2].user_id, str(users[3].amplitude_id)]  # each term once
+    assert [r["user_id"] for r in run.records("user_profiles")] == [
+        users[2].user_id,
+        users[3].user_id,
+    ]
+    assert len(run.records("user_search")) == 2
+    assert run.records("user_activity")
 
 
 def test_user_profiles_without_rec_id_has_null_recommendations(
@@ -121,26 +154,26 @@ def test_profile_api_auth_failure_is_one_line_naming_secret_key(
 # deletion_jobs
 
 
-def test_deletion_jobs_reads_windows_to_30_days_ahead(simulator: AmplitudeSimulator) -> None:
+def test_deletion_jobs_reads_windows_to_30_days_ahead(recent: AmplitudeSimulator) -> None:
     today = datetime.now(tz=timezone.utc).date()
-    user = simulator.dataset.user_list()[0]
+    user = recent.dataset.user_list()[0]
     response = requests.post(
-        f"{simulator.url}{DELETIONS}",
+        f"{recent.url}{DELETIONS}",
         json={"user_ids": [user.user_id], "requester": "dpo@example.com"},
-        auth=(simulator.project.api_key, simulator.project.secret_key),
+        auth=(recent.project.api_key, recent.project.secret_key),
         timeout=10,
     )
     assert response.status_code == 200, response.text
-    sim_deletions.state(simulator).last_served = None  # the tap's first GET may follow at once
+    sim_deletions.state(recent).last_served = None  # the tap's first GET may follow at once
     start = today - timedelta(days=200)
-    config = simulator_config(simulator, start_date=start.isoformat(), end_date=None)
+    config = simulator_config(recent, start_date=start.isoformat(), end_date=None)
     run = run_tap(config, streams=["deletion_jobs"])
     assert run.returncode == 0, run.stderr
 
     jobs = run.records("deletion_jobs")
     assert [job["status"] for job in jobs] == ["done", "submitted", "staging"]
     staging = jobs[2]
-    assert staging["app"] == simulator.project.app_id
+    assert staging["app"] == recent.project.app_id
     assert date.fromisoformat(staging["day"]) > today
     assert staging["amplitude_ids"] == [
         {
@@ -155,7 +188,7 @@ def test_deletion_jobs_reads_windows_to_30_days_ahead(simulator: AmplitudeSimula
     schema = next(m for m in run.messages if m["type"] == "SCHEMA")
     assert schema["key_properties"] == ["day", "app"]
 
-    gets = [r for r in simulator.requests if r.method == "GET" and r.path == DELETIONS]
+    gets = [r for r in recent.requests if r.method == "GET" and r.path == DELETIONS]
     assert [r.status for r in gets] == [200, 200]  # rate-limited by the tap, not by 429s
     assert gets[1].at - gets[0].at >= 1.0
     windows = [(r.params["start_day"], r.params["end_day"]) for r in gets]
@@ -181,7 +214,7 @@ def test_deletion_jobs_end_date_is_exclusive() -> None:
 
 
 def test_deletion_jobs_auth_failure_is_one_line(simulator: AmplitudeSimulator) -> None:
-    config = simulator_config(simulator, secret_key="not-the-secret", end_date=None)  # noqa: S106
+    config = simulator_config(simulator, secret_key="not-the-secret", end_date=None)
     run = run_tap(config, streams=["deletion_jobs"])
     assert run.returncode == 1
     errors = [line for line in run.stderr.splitlines() if "refused the credentials" in line]

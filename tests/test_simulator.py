@@ -230,7 +230,7 @@ def test_empty_hours_follow_empty_hour_every() -> None:
 
 def test_dataset_refuses_naive_or_unaligned_bounds() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        Dataset(start=datetime(2024, 3, 1), end=datetime(2024, 3, 2, tzinfo=UTC))  # noqa: DTZ001
+        Dataset(start=datetime(2024, 3, 1), end=datetime(2024, 3, 2, tzinfo=UTC))
     with pytest.raises(ValueError, match="hour boundary"):
         Dataset(start=START + timedelta(minutes=5), end=DATASET.end)
 
@@ -384,7 +384,7 @@ def test_marker_entries_are_added_only_when_asked(sim: AmplitudeSimulator) -> No
 
 
 def test_rows_carry_the_simulated_projects_app_id() -> None:
-    project = Project(app_id=999001, api_key="k", secret_key="s")  # noqa: S106 - test keys
+    project = Project(app_id=999001, api_key="k", secret_key="s")
     with AmplitudeSimulator(DATASET, project) as simulator:
         response = requests.get(
             f"{simulator.url}{EXPORT}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from itertools import pairwise
 
 import pytest
 from hypothesis import given
@@ -31,7 +32,7 @@ def _assert_tiles(windows: list[Window], start: datetime, end: datetime) -> None
         assert window.start < window.end
         for edge in (window.start, window.end):
             assert edge.minute == edge.second == edge.microsecond == 0
-    for before, after in zip(windows, windows[1:], strict=False):
+    for before, after in pairwise(windows):
         assert before.end == after.start  # no gap, no overlap
 
 

@@ -82,6 +82,7 @@ def _parse_ms(text: str) -> int:
 
 
 def _day(ms: int, zone: tzinfo) -> date:
+    """The project day an epoch-millisecond instant falls on."""
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).astimezone(zone).date()
 
 
@@ -168,6 +169,7 @@ def _chart(
     collapsed: list[Any],
     days: list[date],
 ) -> server.SimResponse:
+    """A chart answer: one ``series`` row per segment, one value per day in ``xValues``."""
     return server.SimResponse.json(
         HTTPStatus.OK,
         {
@@ -183,6 +185,7 @@ def _chart(
 
 
 def _rejected(exc: _RejectedError) -> server.SimResponse:
+    """The 400 envelope for a refused query."""
     message, details = exc.args
     return server.SimResponse.error(HTTPStatus.BAD_REQUEST, message, details=details)
 
@@ -284,7 +287,7 @@ def cohort_list(dataset: Dataset, *, sync_info: bool) -> list[dict[str, Any]]:
         cohort: dict[str, Any] = {
             "appId": dataset.app_id,
             "archived": archived,
-            "definition": _definition(name, predictive),
+            "definition": _definition(name, predictive=predictive),
             "description": description,
             "finished": True,
             "id": "".join(rng.choices(string.ascii_lowercase + string.digits, k=7)),
@@ -315,7 +318,7 @@ def cohort_list(dataset: Dataset, *, sync_info: bool) -> list[dict[str, Any]]:
     return items
 
 
-def _definition(name: str, predictive: bool) -> dict[str, Any]:  # noqa: FBT001
+def _definition(name: str, *, predictive: bool) -> dict[str, Any]:
     """A definition in the shape of Amplitude's docs sample."""
     return {
         "version": 3,

@@ -10,8 +10,9 @@ Modelling choices where Amplitude's docs are silent:
   ``{"error": "...", "invalid_ids": [...]}`` and nothing is scheduled.
 * The 1 request/second limit covers every method on the endpoint; a request inside the
   second gets 429 with ``Retry-After`` and does not count.
-* A fresh simulator already holds two jobs (one ``done``, one ``submitted``) for the
-  dataset's last users, so listings show every status.
+* A fresh simulator already holds two jobs for the dataset's last two users: one on the
+  dataset's first day (``done`` for any dataset that ended a week ago) and one two days
+  before today (``submitted``), so listings show every status.
 """
 
 from __future__ import annotations
@@ -283,18 +284,22 @@ def _rate_limited(jobs: DeletionState) -> SimResponse | None:
 
 
 def _seeded(sim: AmplitudeSimulator) -> DeletionState:
-    """A done job 40 days ago and a submitted one two days ago, for the last two users."""
-    today = _today(sim)
+    """A job on the dataset's first day and one two days ago, for the last two users.
+
+    With the usual past dataset the first is ``done`` and the second ``submitted``.
+    """
     users = sim.dataset.user_list()
     seeded = DeletionState()
-    for offset, user in ((-40, users[-1]), (-2, users[-2] if len(users) > 1 else users[-1])):
-        day = today + timedelta(days=offset)
+    first_day = sim.dataset.start.date()
+    recent_day = _today(sim) - timedelta(days=2)
+    second = users[-2] if len(users) > 1 else users[0]
+    for day, user in ((first_day, users[-1]), (recent_day, second)):
         entry = {
             "amplitude_id": user.amplitude_id,
             "requester": "privacy@example.com",
             "requested_on_day": (day - timedelta(days=JOB_DELAY_DAYS)).isoformat(),
         }
-        seeded.jobs[day] = Job(day, [entry])
+        seeded.jobs.setdefault(day, Job(day, [entry]))
     return seeded
 
 

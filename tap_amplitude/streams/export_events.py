@@ -24,7 +24,7 @@ from tap_amplitude.export import (
     plan_windows,
     spool_body,
 )
-from tap_amplitude.fastpath import BulkRecordWriter, RecordShaper, dump_line, parse_line
+from tap_amplitude.fastpath import BulkRecordWriter, RecordShaper, parse_line
 from tap_amplitude.schemas import EVENT_PROPERTIES
 from tap_amplitude.timestamps import floor_hour, format_datetime, normalize_event, parse_datetime
 
@@ -98,7 +98,7 @@ class ExportEventsStream(AmplitudeStream):
         Windows Amplitude finds too large are split in halves and retried in place.
         """
         windows = deque(self.planned_windows(context))
-        progress = ExportProgress(self, sum(window.hours for window in windows))
+        progress = ExportProgress(self, list(windows))
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-prefetch") as pool:
             prefetched: dict[Window, Future[t.IO[bytes] | None]] = {}
             try:
@@ -206,7 +206,8 @@ class ExportEventsStream(AmplitudeStream):
             yield from super()._sync_records(context, write_messages=write_messages)
             return
         shaper = RecordShaper(self)
-        writer = BulkRecordWriter(format_datetime(datetime.now(tz=timezone.utc)))
+        writer = BulkRecordWriter()
+        time_extracted = format_datetime(datetime.now(tz=timezone.utc))
         counter = self.get_record_counter()
         with counter, self.get_sync_timer():
             for item in self.export_items(context, hourly=True):
@@ -214,10 +215,7 @@ class ExportEventsStream(AmplitudeStream):
                     writer.flush()
                     self.checkpoint(context, item.until)
                     continue
-                for row in map(parse_line, item):
-                    normalize_event(row)
-                    for alias, record in shaper.shape(row):
-                        writer.add(alias, record)
+                writer.extend(shaper.record_messages(item, time_extracted))
                 counter.increment(len(item))
             writer.flush()
         self.checkpoint(context, None)
@@ -238,21 +236,21 @@ class ExportEventsStream(AmplitudeStream):
             return
         files = BatchFiles(self, batch_config)
         counter = self.get_record_counter()
-        with counter, self.get_sync_timer():
-            for item in self.export_items(context, hourly=False):
-                if isinstance(item, Checkpoint):
-                    self.checkpoint(context, item.until, emit=False)
-                    if closed := files.close():
-                        yield batch_config.encoding, closed
-                    else:
-                        self.checkpoint(context, item.until)
-                    continue
-                for row in map(parse_line, item):
-                    normalize_event(row)
-                    for _, record in shaper.shape(row):
-                        if full := files.add(dump_line(record)):
-                            yield batch_config.encoding, full
-                counter.increment(len(item))
+        try:
+            with counter, self.get_sync_timer():
+                for item in self.export_items(context, hourly=False):
+                    if isinstance(item, Checkpoint):
+                        self.checkpoint(context, item.until, emit=False)
+                        if closed := files.close():
+                            yield batch_config.encoding, closed
+                        else:
+                            self.checkpoint(context, item.until)
+                        continue
+                    for full in files.add(shaper.batch_rows(item)):
+                        yield batch_config.encoding, full
+                    counter.increment(len(item))
+        finally:
+            files.shutdown()
 
     # -- HTTP -------------------------------------------------------------------------------
 
@@ -335,7 +333,8 @@ class ExportEventsStream(AmplitudeStream):
 class BatchFiles:
     """Gzipped JSON-lines batch files in the configured storage, ``batch_size`` rows each.
 
-    Rows are compressed as they arrive (in blocks), so memory does not grow with batch size.
+    Rows are compressed in blocks as they arrive, on a second thread (zlib releases the GIL,
+    so compression runs beside parsing); one block in flight keeps memory flat.
     """
 
     def __init__(self, stream: ExportEventsStream, batch_config: BatchConfig) -> None:
@@ -349,14 +348,20 @@ class BatchFiles:
         self.filename = ""
         self.open_file: contextlib.ExitStack | None = None
         self.compressed: gzip.GzipFile | None = None
+        self.compressor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-gzip")
+        self.in_flight: Future[int] | None = None
 
-    def add(self, line: bytes) -> list[str] | None:
-        """Queue a row; returns a manifest when a file fills up."""
-        self.block.append(line)
-        self.rows += 1
-        if len(self.block) >= WRITE_BLOCK_ROWS:
-            self._write_block()
-        return self.close() if self.rows >= self.limit else None
+    def add(self, rows: list[bytes]) -> Iterator[list[str]]:
+        """Queue encoded rows; yields a manifest each time a file reaches ``batch_size``."""
+        while rows:
+            room = self.limit - self.rows
+            self.block += rows[:room]
+            self.rows += min(room, len(rows))
+            rows = rows[room:]
+            if len(self.block) >= WRITE_BLOCK_ROWS:
+                self._write_block()
+            if self.rows >= self.limit:
+                yield self.close()
 
     def _write_block(self) -> None:
         if self.compressed is None:
@@ -367,19 +372,31 @@ class BatchFiles:
             self.compressed = self.open_file.enter_context(
                 gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1),
             )
-        self.compressed.write(b"".join(self.block))
+        self._wait()
+        self.in_flight = self.compressor.submit(self.compressed.write, b"".join(self.block))
         self.block.clear()
+
+    def _wait(self) -> None:
+        """Let the previous block finish (and surface its error, if any)."""
+        if self.in_flight is not None:
+            self.in_flight.result()
+            self.in_flight = None
 
     def close(self) -> list[str]:
         """Finish the current file; its URL as a manifest (empty if no rows were queued)."""
         if self.block:
             self._write_block()
+        self._wait()
         if self.open_file is None:
             return []
         self.open_file.close()
         self.open_file = self.compressed = None
         self.rows = 0
         return [self.storage.get_url(self.filename)]
+
+    def shutdown(self) -> None:
+        """Stop the compression thread; a file left open by a failed run is abandoned."""
+        self.compressor.shutdown(wait=True)
 
 
 def export_end(config: t.Mapping[str, t.Any], now: datetime | None = None) -> datetime:
@@ -392,16 +409,27 @@ def export_end(config: t.Mapping[str, t.Any], now: datetime | None = None) -> da
 
 
 class ExportProgress:
-    """Per-window progress lines for people watching a long backfill."""
+    """Progress lines for people watching a long backfill: a plan, then one line per window."""
 
-    def __init__(self, stream: ExportEventsStream, hours_planned: int) -> None:
-        """Start the clock for ``hours_planned`` hours of export."""
+    def __init__(self, stream: ExportEventsStream, windows: list[Window]) -> None:
+        """Announce the plan and start the clock."""
         self.stream = stream
-        self.hours_planned = hours_planned
+        self.hours_planned = sum(window.hours for window in windows)
         self.hours_done = 0
         self.events = 0
         self.bytes = 0
         self.started = time.monotonic()
+        if windows:
+            stream.logger.info(
+                "%s: exporting %d hours (%s) in %d windows",
+                stream.name,
+                self.hours_planned,
+                Window(windows[0].start, windows[-1].end).label(),
+                len(windows),
+                extra={"stream_name": stream.name, "hours_planned": self.hours_planned},
+            )
+        else:
+            stream.logger.info("%s: up to date, no complete hour to export yet", stream.name)
 
     def downloaded(self, spool: t.IO[bytes]) -> None:
         """Count a spooled archive's size."""
@@ -414,21 +442,37 @@ class ExportProgress:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         remaining = self.hours_planned - self.hours_done
         eta = elapsed / self.hours_done * remaining if self.hours_done else 0.0
+        rate = self.events / elapsed
         self.stream.logger.info(
-            "%s progress: %d/%d hours, %d events, %.1f MB downloaded, %.0f events/s, ETA %.0f s",
+            "%s progress: %d/%d hours, %d events, %.1f MB downloaded, %.0f events/s, ETA %s",
             self.stream.name,
             self.hours_done,
             self.hours_planned,
             self.events,
             self.bytes / 1e6,
-            self.events / elapsed,
-            eta,
+            rate,
+            _duration(eta),
             extra={
+                "stream_name": self.stream.name,
                 "window": window.label(),
                 "hours_done": self.hours_done,
                 "hours_planned": self.hours_planned,
                 "events": self.events,
                 "bytes": self.bytes,
+                "events_per_second": round(rate, 1),
+                "elapsed_seconds": round(elapsed, 1),
                 "eta_seconds": round(eta, 1),
             },
         )
+
+
+def _duration(seconds: float) -> str:
+    """``42s``, ``7m05s`` or ``3h12m``."""
+    whole = round(seconds)
+    if whole < 60:  # noqa: PLR2004
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:  # noqa: PLR2004
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

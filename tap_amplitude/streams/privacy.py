@@ -6,8 +6,6 @@ requests share the tap's session, authentication, retries and one-line errors.
 
 from __future__ import annotations
 
-import threading
-import time
 import typing as t
 from datetime import date, datetime, timedelta, timezone
 from functools import cached_property
@@ -22,6 +20,7 @@ from tap_amplitude.client import (
     AmplitudeStream,
     error_summary,
 )
+from tap_amplitude.ratelimit import IntervalLimiter
 from tap_amplitude.schemas import PROPERTY_BAG
 from tap_amplitude.streams.users import UserSearchStream
 from tap_amplitude.timestamps import parse_datetime
@@ -44,44 +43,14 @@ DELETIONS_PATH = "/api/2/deletions/users"
 JOBS_WINDOW_DAYS = 180
 # Jobs are scheduled ahead of time; Amplitude suggests looking 30 days past today.
 JOBS_LOOKAHEAD_DAYS = 30
-# The privacy API allows 1 request per second; the margin keeps clock skew from
-# turning a compliant client into a 429 at the server.
-DELETIONS_REQUEST_INTERVAL = 1.1
+# The privacy API allows 1 request per second. The margin absorbs network jitter: one
+# request arriving late must not make the next look too early to Amplitude.
+DELETIONS_REQUEST_INTERVAL = 1.2
 
 
 def profile_api_available(config: Mapping[str, t.Any]) -> bool:
     """The User Profile API exists only for US-region projects."""
     return (config.get("region") or "us") != "eu"
-
-
-class RateLimiter:
-    """Spaces calls at least ``interval`` seconds apart, across threads.
-
-    Each call to :meth:`wait` reserves the next free slot, so the limit holds for retries
-    and for requests made from different code paths alike.
-    """
-
-    def __init__(
-        self,
-        interval: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        """Start with a free slot."""
-        self.interval = interval
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._next_slot = float("-inf")
-
-    def wait(self) -> None:
-        """Block until the next slot, then claim it."""
-        with self._lock:
-            delay = self._next_slot - self._clock()
-            if delay > 0:
-                self._sleep(delay)
-            self._next_slot = self._clock() + self.interval
 
 
 class RequestRejectedError(AmplitudeError):
@@ -101,12 +70,13 @@ class RequestRejectedError(AmplitudeError):
 class UserProfilesStream(AmplitudeStream):
     """One profile per user id that user search finds for ``user_ids`` and ``amplitude_ids``.
 
-    The User Profile API is keyed by user id (or device id), not by search term, so the
-    configured terms are resolved with user search first. Unknown users yield no record.
+    The User Profile API is keyed by user id (or device id), not by search term, so this is a
+    child of user_search: each match's user id is read once. Unknown users yield no record.
     """
 
     name = "user_profiles"
     path = "/v1/userprofile"
+    parent_stream_type = UserSearchStream
     primary_keys = ("user_id",)
     replication_key = None
     state_partitioning_keys = ()  # full table: no per-user state
@@ -192,35 +162,36 @@ class UserProfilesStream(AmplitudeStream):
             "recommendations": data.get("recommendations"),
         }
 
-    def get_records(self, context: Context | None) -> Iterable[Record]:  # noqa: ARG002
-        """Profiles of every user id user search finds; nothing at all in the EU region."""
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Track user ids already read and whether the EU warning was given."""
+        super().__init__(*args, **kwargs)
+        self._user_ids_read: set[str] = set()
+        self._warned_eu = False
+
+    def get_records(self, context: Context | None) -> Iterable[Record]:
+        """The profile of one user search match's user id; nothing at all in the EU region."""
         if not profile_api_available(self.config):
-            self.logger.warning(EU_PROFILE_WARNING)
+            if not self._warned_eu:
+                self.logger.warning(EU_PROFILE_WARNING)
+                self._warned_eu = True
             return
-        for user_id in self._user_ids():
-            yield from self.request_records({"user_id": user_id})
+        user_id = (context or {}).get("user_id")
+        if user_id is None:
+            self.logger.info(
+                "%s: Amplitude id %s has no user id; the Profile API needs one",
+                self.name,
+                (context or {}).get("amplitude_id"),
+            )
+            return
+        if user_id in self._user_ids_read:
+            return
+        self._user_ids_read.add(user_id)
+        yield from self.request_records({"user_id": user_id})
 
     def fetch(self, *, user_id: str | None = None, device_id: str | None = None) -> Record | None:
         """One user's profile, or None if Amplitude has never seen the user."""
         records = list(self.request_records({"user_id": user_id, "device_id": device_id}))
         return records[0] if records else None
-
-    def _user_ids(self) -> Iterator[str]:
-        """Distinct user ids of the configured terms' search matches, in order found."""
-        search = UserSearchStream(tap=self._tap)
-        seen: set[str] = set()
-        for partition in search.partitions:
-            for match in search.request_records(partition):
-                user_id = match.get("user_id")
-                if user_id is None:
-                    self.logger.info(
-                        "%s: Amplitude id %s has no user id; the Profile API needs one",
-                        self.name,
-                        match.get("amplitude_id"),
-                    )
-                elif user_id not in seen:
-                    seen.add(user_id)
-                    yield str(user_id)
 
 
 def _is_unknown_user(response: requests.Response) -> bool:
@@ -277,7 +248,7 @@ class DeletionJobsStream(AmplitudeStream):
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Every request of this stream goes through one 1-request-per-second limiter."""
         super().__init__(*args, **kwargs)
-        self.limiter = RateLimiter(DELETIONS_REQUEST_INTERVAL)
+        self.limiter = IntervalLimiter(DELETIONS_REQUEST_INTERVAL)
 
     @property
     def partitions(self) -> list[dict[str, t.Any]]:

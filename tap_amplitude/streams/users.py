@@ -76,12 +76,12 @@ class UserSearchStream(AmplitudeStream):
         record: Record,
         context: Context | None,  # noqa: ARG002
     ) -> Iterable[dict[str, t.Any] | None]:
-        """Each Amplitude id once, however many terms found it."""
+        """Each Amplitude id once, however many terms found it, with its user id."""
         amplitude_id = record.get("amplitude_id")
         if amplitude_id is None or amplitude_id in self._activity_ids:
             return
         self._activity_ids.add(amplitude_id)
-        yield {"amplitude_id": amplitude_id}
+        yield {"amplitude_id": amplitude_id, "user_id": record.get("user_id")}
 
 
 def _term_of(response: requests.Response) -> str:
