@@ -40,6 +40,15 @@ class AmplitudeError(FatalAPIError):
     """A failure the user must act on; its message is the one line the CLI prints."""
 
 
+class AmplitudeResponseError(AmplitudeError):
+    """An AmplitudeError that keeps the response, for callers that act on Amplitude's reason."""
+
+    def __init__(self, message: str, response: requests.Response) -> None:
+        """Keep the response alongside the one-line message."""
+        super().__init__(message)
+        self.response = response
+
+
 class AuthenticationError(AmplitudeError):
     """Amplitude refused the credentials (wrong keys, or keys of the other region)."""
 

@@ -16,7 +16,11 @@ from urllib.parse import urlsplit
 
 from singer_sdk import typing as th
 
-from tap_amplitude.client import AmplitudeError, AmplitudeStream, error_summary
+from tap_amplitude.client import (
+    AmplitudeResponseError,
+    AmplitudeStream,
+    error_summary,
+)
 from tap_amplitude.schemas import PROPERTY_BAG
 from tap_amplitude.timestamps import format_datetime, parse_datetime
 
@@ -78,13 +82,11 @@ COHORTS_UNAVAILABLE = (
 )
 
 
-class CohortsUnavailableError(AmplitudeError):
-    """Amplitude refused ``/api/3/cohorts``: no add-on, no permission, or bad keys."""
+class CohortsUnavailableError(AmplitudeResponseError):
+    """Amplitude refused ``/api/3/cohorts``: no add-on, no permission, or bad keys.
 
-    def __init__(self, message: str, response: requests.Response) -> None:
-        """Keep the response: its status decides whether the keys need checking."""
-        super().__init__(message)
-        self.response = response
+    The response's status decides whether the keys need checking.
+    """
 
 
 def epoch_to_rfc3339(value: t.Any) -> str | None:
@@ -250,13 +252,8 @@ PROJECT_DAY = (
 )
 
 
-class DashboardRejectedError(AmplitudeError):
+class DashboardRejectedError(AmplitudeResponseError):
     """Amplitude answered 400 to a chart query."""
-
-    def __init__(self, message: str, response: requests.Response) -> None:
-        """Keep the response for Amplitude's own reason."""
-        super().__init__(message)
-        self.response = response
 
 
 def utc_today() -> date:

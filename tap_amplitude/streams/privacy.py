@@ -16,7 +16,7 @@ from singer_sdk.authenticators import APIKeyAuthenticator
 
 from tap_amplitude.client import (
     DEFAULT_PROFILE_API_URL,
-    AmplitudeError,
+    AmplitudeResponseError,
     AmplitudeStream,
     error_summary,
 )
@@ -53,13 +53,8 @@ def profile_api_available(config: Mapping[str, t.Any]) -> bool:
     return (config.get("region") or "us") != "eu"
 
 
-class RequestRejectedError(AmplitudeError):
+class RequestRejectedError(AmplitudeResponseError):
     """Amplitude answered 400: it refused the request, so nothing in it took effect."""
-
-    def __init__(self, message: str, response: requests.Response) -> None:
-        """Keep the response so callers can read Amplitude's reason."""
-        super().__init__(message)
-        self.response = response
 
     @property
     def reason(self) -> str:
