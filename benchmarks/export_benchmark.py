@@ -287,7 +287,7 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
     args.chart.write_text(svg_chart(results))
-    print(f"wrote {args.json.relative_to(ROOT)} and {args.chart.relative_to(ROOT)}")
+    print(f"wrote {args.json} and {args.chart}")
 
 
 if __name__ == "__main__":

@@ -59,10 +59,15 @@ class RecordShaper:
         """Nothing to deselect and only the identity map: rows go out as parsed."""
         return not self.deselected and self.maps == [(self.maps[0][0], None)]
 
+    def conformed(self, lines: list[bytes]) -> t.Iterator[dict[str, t.Any]]:
+        """Parse, normalize timestamps, and drop keys the schema lacks (as conformance would)."""
+        keys = self.schema_keys
+        for line in lines:
+            row = normalize_event(parse_line(line))
+            yield row if keys.issuperset(row) else {k: v for k, v in row.items() if k in keys}
+
     def shape(self, row: dict[str, t.Any]) -> t.Iterator[tuple[str, dict[str, t.Any]]]:
-        """Yield ``(stream alias, record)`` for every map that keeps the row."""
-        if not self.schema_keys.issuperset(row):
-            row = {key: value for key, value in row.items() if key in self.schema_keys}
+        """Yield ``(stream alias, record)`` of a conformed row for every map that keeps it."""
         for name in self.deselected:
             row.pop(name, None)
         for alias, stream_map in self.maps:
@@ -75,46 +80,31 @@ class RecordShaper:
 
     def record_messages(self, lines: list[bytes], time_extracted: str) -> list[bytes]:
         """RECORD messages (one JSON line each) for a batch of raw export lines."""
-        if not self.passthrough:
-            return [
-                dump_line(
-                    {
-                        "type": "RECORD",
-                        "stream": alias,
-                        "record": record,
-                        "time_extracted": time_extracted,
-                    },
-                )
-                for row in map(parse_line, lines)
-                for alias, record in self.shape(normalize_event(row))
-            ]
-        # The common case, unrolled: this loop is where a big export spends its time.
-        envelope = {"type": "RECORD", "stream": self.maps[0][0], "time_extracted": time_extracted}
-        keys = self.schema_keys
-        messages = []
-        for line in lines:
-            row = normalize_event(parse_line(line))
-            if not keys.issuperset(row):
-                row = {key: value for key, value in row.items() if key in keys}
-            messages.append(dump_line({**envelope, "record": row}))
-        return messages
+        if self.passthrough:  # the common case, where a big export spends its time
+            envelope = {
+                "type": "RECORD",
+                "stream": self.maps[0][0],
+                "time_extracted": time_extracted,
+            }
+            return [dump_line({**envelope, "record": row}) for row in self.conformed(lines)]
+        return [
+            dump_line(
+                {
+                    "type": "RECORD",
+                    "stream": alias,
+                    "record": record,
+                    "time_extracted": time_extracted,
+                },
+            )
+            for row in self.conformed(lines)
+            for alias, record in self.shape(row)
+        ]
 
     def batch_rows(self, lines: list[bytes]) -> list[bytes]:
         """BATCH file rows (one JSON record per line) for a batch of raw export lines."""
-        if not self.passthrough:
-            return [
-                dump_line(record)
-                for row in map(parse_line, lines)
-                for _, record in self.shape(normalize_event(row))
-            ]
-        keys = self.schema_keys
-        rows = []
-        for line in lines:
-            row = normalize_event(parse_line(line))
-            if not keys.issuperset(row):
-                row = {key: value for key, value in row.items() if key in keys}
-            rows.append(dump_line(row))
-        return rows
+        if self.passthrough:
+            return [dump_line(row) for row in self.conformed(lines)]
+        return [dump_line(record) for row in self.conformed(lines) for _, record in self.shape(row)]
 
 
 def _is_identity(stream_map: t.Any) -> bool:
