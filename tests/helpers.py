@@ -141,3 +141,12 @@ def iter_waits(seconds: float) -> Generator[float, Any, None]:
     yield  # type: ignore[misc]  # primed by backoff with send(None)
     while True:
         yield seconds
+
+
+def warning_lines(stderr: str) -> list[str]:
+    """The tap's WARNING log lines, minus the SDK's notice about an end-of-life Python."""
+    return [
+        line
+        for line in stderr.splitlines()
+        if "WARNING" in line and "SingerSDKPythonEOLWarning" not in line
+    ]

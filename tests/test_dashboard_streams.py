@@ -25,7 +25,7 @@ from tap_amplitude.streams.dashboard import (
     month_slices,
 )
 from tests.conftest import SMALL_DATASET
-from tests.helpers import run_tap, simulator_config
+from tests.helpers import run_tap, simulator_config, warning_lines
 
 UTC = timezone.utc
 DAYS = [date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3)]  # the dataset's days
@@ -115,7 +115,7 @@ def test_active_users_per_country(simulator: AmplitudeSimulator) -> None:
     assert len({country for _, country in got}) > 3
     assert all(r["group_by"] == "country" for r in rows)
     assert [r.params.get("g") for r in _calls(simulator, "/api/2/users")] == ["country"]
-    assert "WARNING" not in run.stderr
+    assert warning_lines(run.stderr) == []
 
 
 def test_a_refused_group_by_falls_back_to_project_wide_with_one_warning(
@@ -135,7 +135,7 @@ def test_a_refused_group_by_falls_back_to_project_wide_with_one_warning(
         (None, 200),
         (None, 200),
     ]
-    warnings = [line for line in run.stderr.splitlines() if "WARNING" in line]
+    warnings = warning_lines(run.stderr)
     assert len(warnings) == 1, warnings
     assert "Invalid chart definition: Invalid user property country" in warnings[0]
     assert "active_users_group_by_country" in warnings[0]
@@ -274,7 +274,7 @@ def test_cohorts_without_the_addon_warn_once_and_the_run_goes_on(
     assert run.records("cohorts") == []
     assert len(run.records("annotations")) == 4
     assert len(run.records("active_users")) == 3
-    warnings = [line for line in run.stderr.splitlines() if "WARNING" in line]
+    warnings = warning_lines(run.stderr)
     assert len(warnings) == 1, warnings
     assert f"HTTP {status}: {ADDON_MESSAGE}" in warnings[0]
     assert "Behavioral Cohorts add-on" in warnings[0]
