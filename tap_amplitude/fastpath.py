@@ -57,7 +57,7 @@ class RecordShaper:
     @property
     def passthrough(self) -> bool:
         """Nothing to deselect and only the identity map: rows go out as parsed."""
-        return not self.deselected and self.maps == [(self.maps[0][0], None)]
+        return not self.deselected and len(self.maps) == 1 and self.maps[0][1] is None
 
     def conformed(self, lines: list[bytes]) -> t.Iterator[dict[str, t.Any]]:
         """Parse, normalize timestamps, and drop keys the schema lacks (as conformance would)."""

@@ -98,6 +98,12 @@ class UserProfilesStream(AmplitudeStream):
         ),
     ).to_dict()
 
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Track user ids already read and whether the EU warning was given."""
+        super().__init__(*args, **kwargs)
+        self._user_ids_read: set[str] = set()
+        self._warned_eu = False
+
     @property
     def url_base(self) -> str:
         """``profile_api_url`` (Amplitude's profile host by default)."""
@@ -156,12 +162,6 @@ class UserProfilesStream(AmplitudeStream):
             "cohort_ids": data.get("cohort_ids"),
             "recommendations": data.get("recommendations"),
         }
-
-    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        """Track user ids already read and whether the EU warning was given."""
-        super().__init__(*args, **kwargs)
-        self._user_ids_read: set[str] = set()
-        self._warned_eu = False
 
     def get_records(self, context: Context | None) -> Iterable[Record]:
         """The profile of one user search match's user id; nothing at all in the EU region."""
