@@ -40,7 +40,7 @@ from typing import Any
 import orjson
 import requests
 
-from tap_amplitude.simulator import AmplitudeSimulator, Dataset
+from amplitude_simulator import AmplitudeSimulator, Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = datetime(2024, 3, 1, tzinfo=timezone.utc)

@@ -3,7 +3,8 @@
 #
 #   scripts/demo.sh
 #
-# 1. uv (installed with pip if missing) and the project's environment (`uv sync`);
+# 1. uv (on PATH, or the pinned one installed with pip into .venv-tools, see scripts/bootstrap.sh)
+#    and the project's environment (`uv sync`);
 # 2. Meltano 4.4.1 in .venv-meltano, then the plugins meltano.yml defines;
 # 3. the simulator on 127.0.0.1:8765 with 3 days of data from 2024-03-01 (stopped on exit);
 # 4. meltano run tap-amplitude target-jsonl duckdb:load   -> output/warehouse.duckdb
@@ -19,13 +20,13 @@ START=2024-03-01  # the dev environment in meltano.yml reads 2024-03-01 .. 2024-
 DAYS=3
 
 step() { printf '\n==> %s\n' "$*"; }
-uv() { if command -v uv >/dev/null 2>&1; then command uv "$@"; else python3 -m uv "$@"; fi; }
+
+# shellcheck source=scripts/bootstrap.sh
+source scripts/bootstrap.sh
 
 step "Project environment (uv sync)"
-if ! command -v uv >/dev/null 2>&1 && ! python3 -m uv --version >/dev/null 2>&1; then
-    python3 -m pip install --quiet "uv==0.13.9"
-fi
-uv sync --locked --quiet
+find_uv "$PWD"
+"$UV_BIN" sync --locked --quiet
 
 step "Meltano and its plugins (scripts/meltano.sh install)"
 scripts/meltano.sh --log-level warning install

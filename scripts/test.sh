@@ -5,19 +5,21 @@
 #
 #   ./scripts/test.sh                    everything
 #   ./scripts/test.sh -m "not e2e" -x    any pytest arguments narrow the pytest run
+#
+# Needs only python3 with pip: uv comes from PATH or is installed into .venv-tools
+# (scripts/bootstrap.sh), Meltano into .venv-meltano (scripts/meltano.sh).
+# pytest's own exit status is this script's: 5 when no test was collected, never 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export UV_PYTHON_DOWNLOADS=never
-if ! command -v uv >/dev/null 2>&1; then
-    python3 -m pip install --quiet "uv==0.13.9" || python3 -m pip install --quiet --user "uv==0.13.9"
-    export PATH="$HOME/.local/bin:$PATH"
-fi
+# shellcheck source=scripts/bootstrap.sh
+source scripts/bootstrap.sh
+find_uv "$PWD"
 
 # PYTHON_VERSION=3.12 ./scripts/test.sh tests one interpreter; by default uv picks one >= 3.10.
-uv sync --locked ${PYTHON_VERSION:+--python "$PYTHON_VERSION"}
-uv run ruff check .
-uv run ruff format --check .
-uv run mypy
+"$UV_BIN" sync --locked ${PYTHON_VERSION:+--python "$PYTHON_VERSION"}
+"$UV_BIN" run --locked ruff check .
+"$UV_BIN" run --locked ruff format --check .
+"$UV_BIN" run --locked mypy
 scripts/meltano.sh install
-uv run pytest "$@"
+"$UV_BIN" run --locked pytest "$@"

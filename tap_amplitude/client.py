@@ -11,8 +11,10 @@ from urllib.parse import urlsplit
 import requests
 from singer_sdk import RESTStream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from typing_extensions import override
 
 from tap_amplitude.ratelimit import ProjectLimiter, project_limiter
+from tap_amplitude.sdk import tap_of
 
 if t.TYPE_CHECKING:
     from collections.abc import Generator
@@ -33,7 +35,9 @@ DEFAULT_PROFILE_API_URL = "https://profile-api.amplitude.com"
 # Long enough to ride out Amplitude's 5-minute cost window and most of an hourly one.
 MAX_TRIES = 10
 MAX_WAIT_SECONDS = 300.0
+DEFAULT_TIMEOUT_SECONDS = 300.0
 _ERROR_BODY_CHARS = 300
+_Read = t.TypeVar("_Read")
 
 
 class AmplitudeError(FatalAPIError):
@@ -120,18 +124,21 @@ class AmplitudeStream(RESTStream[t.Any]):
         self.schema["properties"].setdefault("app", APP_PROPERTY)
         self.logger.addFilter(_GENERIC_SYNC_ERROR)
 
-    def post_process(self, row: Record, context: Context | None = None) -> Record | None:  # noqa: ARG002
+    @override
+    def post_process(self, row: Record, context: Context | None = None) -> Record | None:
         """Stamp ``app`` from ``project_id`` where Amplitude's payload lacks it."""
         if row.get("app") is None and self.config.get("project_id") is not None:
             row["app"] = self.config["project_id"]
         return row
 
     @property
+    @override
     def url_base(self) -> str:
         """Region host or the configured ``api_url`` override."""
         return api_base_url(self.config)
 
     @cached_property
+    @override
     def authenticator(self) -> requests.auth.HTTPBasicAuth:
         """Basic auth with the project's API key and secret key."""
         return requests.auth.HTTPBasicAuth(self.config["api_key"], self.config["secret_key"])
@@ -141,26 +148,66 @@ class AmplitudeStream(RESTStream[t.Any]):
         """Amplitude's per-project limits, shared by every stream of the process."""
         return project_limiter(self.config, api_base_url(self.config))
 
+    @override
     def request_decorator(self, func: RequestFunc) -> RequestFunc:
         """The SDK's retries, each attempt first waiting until Amplitude's limits allow it."""
         limited = self.rate_limiter.wrap(func, stream=self.name, logger=self.logger)
         return super().request_decorator(limited)
 
     @property
+    @override
     def requests_session(self) -> requests.Session:
         """One pooled session for the whole tap, so connections are reused across streams."""
-        return t.cast("requests.Session", self._tap.http_session)  # type: ignore[attr-defined]
+        return t.cast("requests.Session", tap_of(self).http_session)  # type: ignore[attr-defined]
 
     @property
-    def timeout(self) -> int:
-        """Per-request timeout in seconds (``request_timeout``)."""
-        return t.cast("int", self.config.get("request_timeout", 300))
+    @override
+    def timeout(self) -> float:  # type: ignore[override]  # the SDK says int; requests takes float
+        """Per-request timeout in seconds (``request_timeout``, fractions allowed)."""
+        return float(self.config.get("request_timeout") or DEFAULT_TIMEOUT_SECONDS)
 
     @property
+    @override
     def http_headers(self) -> dict[str, str]:
         """Headers for every request; auth is added by the authenticator."""
         return {"Accept": "application/json"}
 
+    @t.overload
+    def send(self, request: requests.PreparedRequest) -> requests.Response: ...
+
+    @t.overload
+    def send(
+        self, request: requests.PreparedRequest, read: t.Callable[[requests.Response], _Read]
+    ) -> _Read: ...
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        read: t.Callable[[requests.Response], _Read] | None = None,
+    ) -> _Read | requests.Response:
+        """Send a request the stream builds itself, with the same limits and retries as pages.
+
+        ``read`` turns the (streamed) response into the result inside the retried attempt, so
+        a body cut short is retried like any transient failure. Without it the response is
+        validated and returned with its body read.
+        """
+
+        def attempt(prepared: requests.PreparedRequest, context: Context | None) -> t.Any:  # noqa: ARG001
+            with self.requests_session.send(
+                prepared,
+                stream=True,
+                timeout=self.timeout,
+                allow_redirects=self.allow_redirects,
+            ) as response:
+                if read is not None:
+                    return read(response)
+                self.validate_response(response)
+                response.content  # noqa: B018 - read the body before the connection is released
+                return response
+
+        return t.cast("_Read | requests.Response", self.request_decorator(attempt)(request, None))
+
+    @override
     def validate_response(self, response: requests.Response) -> None:
         """Classify a response: fine, retriable (429, 5xx) or a clear fatal error."""
         status = response.status_code
@@ -181,6 +228,7 @@ class AmplitudeStream(RESTStream[t.Any]):
             f"region '{region}' (host {self.url_base}) is the project's data region."
         )
 
+    @override
     def response_error_message(self, response: requests.Response) -> str:
         """Status, request and Amplitude's message, without headers or credentials."""
         return (
@@ -188,14 +236,17 @@ class AmplitudeStream(RESTStream[t.Any]):
             f"{describe_request(response)}: {error_summary(response)}"
         )
 
+    @override
     def backoff_wait_generator(self) -> Generator[float, t.Any, None]:
         """Honour ``Retry-After`` when given, else exponential waits (2, 4, 8 … 300 s)."""
         return _retry_waits()
 
+    @override
     def backoff_max_tries(self) -> int:
         """Enough tries to outlast Amplitude's rate-limit windows."""
         return MAX_TRIES
 
+    @override
     def backoff_handler(self, details: Details) -> None:
         """Log each retry once, at WARNING, without the URL's host or any header."""
         exc = details.get("exception")
@@ -221,6 +272,7 @@ class _DropGenericSyncError(logging.Filter):
     failure, the first of which says nothing actionable, would only confuse.
     """
 
+    @override
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("An unhandled error occurred while syncing")
 

@@ -1,6 +1,6 @@
 """Amplitude's REST rate limits, enforced before each request is sent rather than learnt from 429s.
 
-Amplitude limits every project (amplitude-api.md §3.1):
+Amplitude limits every project (docs/amplitude-api.md §3.1):
 
 * at most 5 concurrent requests across all REST endpoints (Export, Dashboard REST, cohorts);
 * Dashboard REST queries cost ``days × conditions × endpoint cost`` (1 for every endpoint this
@@ -8,11 +8,13 @@ Amplitude limits every project (amplitude-api.md §3.1):
   per hour;
 * User Search and User Activity together: 360 requests per hour.
 
-Budgets are kept in memory, per project, for the whole process and every thread in it
-(pyrate-limiter's thread-safe buckets plus a semaphore). Taps in other processes on the same
-project draw on the same Amplitude budget without coordinating; give each a share through the
-``rate_limits`` setting. A 429 that arrives anyway is retried by the stream, honouring
-``Retry-After``.
+By default budgets are kept in memory, per project, for the whole process and every thread in
+it (pyrate-limiter's thread-safe buckets plus a semaphore). With ``rate_limits.backend`` they
+live in pyrate-limiter's own shared buckets instead (SQLite file, PostgreSQL or Redis), so every
+process that names the same backend (tap runs, Dagster partitions, ``amplitude-privacy``)
+spends one budget; the concurrency cap is then held across those processes too, by slots in
+the same backend (:mod:`tap_amplitude.shared_slots`). A 429 that arrives anyway is retried by
+the stream, honouring ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -26,13 +28,17 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from urllib.parse import parse_qs, urlsplit
 
-from pyrate_limiter import InMemoryBucket, Limiter, MonotonicClock, Rate, RateItem
+from pyrate_limiter import AbstractBucket, InMemoryBucket, Limiter, Rate, RateItem
+
+from tap_amplitude.shared_slots import SharedBackend
 
 if t.TYPE_CHECKING:
     import logging
     from collections.abc import Callable, Iterator, Mapping
 
     import requests
+
+    from tap_amplitude.shared_slots import SharedSlots
 
 P = t.ParamSpec("P")
 R = t.TypeVar("R")
@@ -74,6 +80,9 @@ class RateLimits:
     user_lookups_per_long_window: int = 360
     short_window_seconds: float = SHORT_WINDOW_SECONDS
     long_window_seconds: float = LONG_WINDOW_SECONDS
+    # sqlite:///path, postgresql://… or redis://…: budgets and slots shared by every process
+    # naming it (see shared_slots.py); None keeps them in this process's memory.
+    backend: str | None = None
 
     def __post_init__(self) -> None:
         """Refuse limits no bucket could enforce."""
@@ -97,6 +106,9 @@ class RateLimits:
         settings = config.get("rate_limits") or {}
         defaults = cls()
         return cls(
+            concurrent_requests=int(
+                settings.get("concurrent_requests") or defaults.concurrent_requests
+            ),
             cost_per_short_window=int(
                 settings.get("cost_per_5_minutes") or defaults.cost_per_short_window
             ),
@@ -106,7 +118,16 @@ class RateLimits:
             user_lookups_per_long_window=int(
                 settings.get("user_lookups_per_hour") or defaults.user_lookups_per_long_window
             ),
+            backend=settings.get("backend") or None,
         )
+
+    def __repr__(self) -> str:
+        """The limits, with any password in the backend URL masked (reprs reach logs)."""
+        fields = ", ".join(
+            f"{name}={SharedBackend.redact(value) if name == 'backend' and value else value!r}"
+            for name, value in self.__dict__.items()
+        )
+        return f"RateLimits({fields})"
 
 
 @dataclass(frozen=True)
@@ -156,10 +177,15 @@ def prepared_charge(prepared: requests.PreparedRequest) -> Charge | None:
 class _Budget:
     """One pyrate-limiter bucket, with a label for the log line that says why we wait."""
 
-    def __init__(self, label: str, rates: list[Rate], windows: Mapping[int, str]) -> None:
+    def __init__(
+        self,
+        label: str,
+        rates: list[Rate],
+        windows: Mapping[int, str],
+        bucket: AbstractBucket | None = None,
+    ) -> None:
         self.label = label
-        self.bucket = InMemoryBucket(rates)
-        self.clock = MonotonicClock()  # the clock InMemoryBucket stamps items with
+        self.bucket = bucket if bucket is not None else InMemoryBucket(rates)
         self.limiter = Limiter(self.bucket)
         self.windows = windows
         self.ceiling = min(rate.limit for rate in rates)
@@ -171,12 +197,19 @@ class _Budget:
         whole window: it then waits for an empty window instead of forever.
         """
         weight = min(amount, self.ceiling)
-        if self.limiter.try_acquire(self.label, weight, blocking=False) is True:
+        # A zero timeout rather than blocking=False: pyrate-limiter passes a bare False to the
+        # SQLite bucket's file lock, which filelock 4 refuses as a timeout.
+        if self.limiter.try_acquire(self.label, weight, timeout=0) is True:
             return
         failing = self.bucket.failing_rate
-        wait_ms = self.bucket.waiting(RateItem(self.label, self.clock.now(), weight))
-        window = self.windows.get(failing.interval, "") if failing is not None else ""
-        limit = failing.limit if failing is not None else self.ceiling
+        if failing is None:  # a shared bucket busy with another process: no budget wait
+            self.limiter.try_acquire(self.label, weight)
+            return
+        # bucket.now() is the clock the bucket stamps items with (monotonic in memory,
+        # wall-clock or the database's for shared buckets).
+        now = self.bucket.now()  # type: ignore[no-untyped-call]
+        wait_ms = self.bucket.waiting(RateItem(self.label, now, weight))
+        window, limit = self.windows.get(failing.interval, ""), failing.limit
         seconds = max(0, wait_ms) / 1000 if isinstance(wait_ms, int) else 0.0
         log(self.label, seconds, f"{limit} per {window}", amount)
         self.limiter.try_acquire(self.label, weight)
@@ -185,8 +218,13 @@ class _Budget:
 class ProjectLimiter:
     """Every Amplitude REST limit of one project, shared by all streams of the process."""
 
-    def __init__(self, limits: RateLimits, rest_base_url: str) -> None:
-        """Buckets for the cost and user-lookup budgets, a semaphore for concurrency."""
+    def __init__(self, limits: RateLimits, rest_base_url: str, project: str = "") -> None:
+        """Buckets for the cost and user-lookup budgets, a semaphore for concurrency.
+
+        With ``limits.backend`` the buckets and the concurrency slots live in that backend,
+        named after ``project`` (a hash that tells Amplitude projects apart), so every process
+        using the same backend and project shares them.
+        """
         self.limits = limits
         self.rest_prefix = rest_base_url.rstrip("/") + "/"
         stretch = max(
@@ -198,19 +236,29 @@ class ProjectLimiter:
             short_ms: _describe_window(limits.short_window_seconds),
             long_ms: _describe_window(limits.long_window_seconds),
         }
+        rates = {
+            COST_BUDGET: _cost_rates(limits, short_ms, long_ms),
+            USER_LOOKUP_BUDGET: [Rate(limits.user_lookups_per_long_window, long_ms)],
+        }
+        self.backend = SharedBackend.open(limits.backend) if limits.backend else None
+        scope = f"{project[:16] or 'default'}"
         self.budgets = {
-            COST_BUDGET: _Budget(
-                COST_BUDGET,
-                _cost_rates(limits, short_ms, long_ms),
+            label: _Budget(
+                label,
+                budget_rates,
                 windows,
-            ),
-            USER_LOOKUP_BUDGET: _Budget(
-                USER_LOOKUP_BUDGET,
-                [Rate(limits.user_lookups_per_long_window, long_ms)],
-                windows,
-            ),
+                None
+                if self.backend is None
+                else self.backend.bucket(f"{scope}_{_BUCKET_NAMES[label]}", budget_rates),
+            )
+            for label, budget_rates in rates.items()
         }
         self.slots = threading.BoundedSemaphore(limits.concurrent_requests)
+        self.shared_slots: SharedSlots | None = (
+            None
+            if self.backend is None
+            else self.backend.slots(f"{scope}_concurrency", limits.concurrent_requests)
+        )
 
     @contextmanager
     def admitted(
@@ -235,20 +283,36 @@ class ProjectLimiter:
         if not (prepared.url or "").startswith(self.rest_prefix):
             yield
             return
-        if not self.slots.acquire(blocking=False):
-            started = time.monotonic()
+        started = time.monotonic()
+        waited = not self.slots.acquire(blocking=False)
+        if waited:
             self.slots.acquire()
-            logger.info(
-                "%s: waited %.1f s for one of Amplitude's %d concurrent request slots",
-                stream,
-                time.monotonic() - started,
-                self.limits.concurrent_requests,
-                extra={"budget": "concurrency"},
-            )
         try:
-            yield
+            if self.shared_slots is not None:
+                with self.shared_slots.held() as shared_wait:
+                    waited = waited or shared_wait
+                    self._log_slot_wait(logger, stream, started, waited=waited)
+                    yield
+            else:
+                self._log_slot_wait(logger, stream, started, waited=waited)
+                yield
         finally:
             self.slots.release()
+
+    def _log_slot_wait(
+        self, logger: logging.Logger, stream: str, started: float, *, waited: bool
+    ) -> None:
+        """One INFO line when a request had to wait for a concurrency slot."""
+        if not waited:
+            return
+        logger.info(
+            "%s: waited %.1f s for one of Amplitude's %d concurrent request slots%s",
+            stream,
+            time.monotonic() - started,
+            self.limits.concurrent_requests,
+            " (shared by every process using rate_limits.backend)" if self.shared_slots else "",
+            extra={"budget": "concurrency"},
+        )
 
     def wrap(
         self,
@@ -291,6 +355,8 @@ def _describe_window(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
+_BUCKET_NAMES = {COST_BUDGET: "dashboard_cost", USER_LOOKUP_BUDGET: "user_lookups"}
+
 _LIMITERS: dict[tuple[str, RateLimits], ProjectLimiter] = {}
 _LIMITERS_LOCK = threading.Lock()
 
@@ -298,14 +364,15 @@ _LIMITERS_LOCK = threading.Lock()
 def project_limiter(config: Mapping[str, t.Any], rest_base_url: str) -> ProjectLimiter:
     """The process-wide limiter of the project ``config`` names (one per project and limits).
 
-    The registry key hashes the API key, so the key itself is never held outside the config.
+    The registry key hashes the API key, so the key itself is never held outside the config;
+    the same hash names the project's buckets in a shared ``rate_limits.backend``.
     """
     limits = RateLimits.from_config(config)
     project = hashlib.sha256(f"{rest_base_url}|{config.get('api_key', '')}".encode()).hexdigest()
     with _LIMITERS_LOCK:
         limiter = _LIMITERS.get((project, limits))
         if limiter is None:
-            limiter = _LIMITERS[project, limits] = ProjectLimiter(limits, rest_base_url)
+            limiter = _LIMITERS[project, limits] = ProjectLimiter(limits, rest_base_url, project)
         return limiter
 
 

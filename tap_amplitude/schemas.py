@@ -9,7 +9,7 @@ PROPERTY_BAG = th.ObjectType(additional_properties=True)
 
 _STRING_OR_NUMBER_OR_BOOL = th.CustomType({"type": ["string", "number", "boolean", "null"]})
 
-# The 55 keys every row of a real export carries (amplitude-api reference §2.3).
+# The 55 keys every row of a real export carries (docs/amplitude-api.md §2.3).
 EVENT_PROPERTIES = th.PropertiesList(
     th.Property("uuid", th.StringType, required=True, description="Unique id of the row."),
     th.Property("$insert_id", th.StringType, description="Client-side deduplication id."),

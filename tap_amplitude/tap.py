@@ -2,35 +2,65 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import re
 import sys
 import typing as t
 from functools import cached_property
-from urllib.parse import urlsplit
 
+import click
 import requests
-from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError, RetriableAPIError
+from singer_sdk.plugin_base import JSONSchemaValidator, SingerCommand
+from singer_sdk.singerlib import Catalog
+from singer_sdk.tap_base import CliTestOptionValue
+from typing_extensions import override
 
 from tap_amplitude.client import DEFAULT_PROFILE_API_URL, REGION_HOSTS, AmplitudeError
+from tap_amplitude.interrupt import BOUNDARY, BoundedSingerWriter, Interrupted
+from tap_amplitude.sdk import HookedTap
+from tap_amplitude.settings import (
+    SPOOLING_STREAMS,
+    ConfigInput,
+    EnvText,
+    SettingsError,
+    catalog_problem,
+    coerce_config,
+    config_problems,
+    disk_error_message,
+    environment_values,
+    is_disk_error,
+    load_dotenv_file,
+    read_config_files,
+    read_json_file,
+    schema_problems,
+    secret_problems,
+    state_problem,
+    temp_dir_problem,
+)
 from tap_amplitude.streams import STREAM_TYPES
-from tap_amplitude.timestamps import parse_datetime
 
 if t.TYPE_CHECKING:
+    from collections.abc import Iterator
+    from types import FrameType
+
     from singer_sdk.streams import Stream
 
-if sys.version_info >= (3, 12):
-    from typing import override
-else:
-    from typing_extensions import override
+__all__ = ["TapAmplitude", "config_problems"]
+
+INVALID_CONFIG = "Invalid configuration: "
+ENV_PREFIX = "TAP_AMPLITUDE_"
 
 
-class TapAmplitude(Tap):
+class TapAmplitude(HookedTap):
     """Singer tap for Amplitude: raw events, event types, user lookups and more."""
 
     name = "tap-amplitude"
     package_name = "tap-amplitude"
+    message_writer_class = BoundedSingerWriter
 
     config_jsonschema = th.PropertiesList(
         th.Property(
@@ -48,6 +78,23 @@ class TapAmplitude(Tap):
             secret=True,
             title="Secret key",
             description="Project secret key, paired with the API key for Basic auth.",
+        ),
+        th.Property(
+            "org_api_key",
+            th.StringType,
+            secret=True,
+            title="Organization API key",
+            description=(
+                "amplitude-privacy access: organization API key for the DSAR API, which may "
+                "refuse project keys (ask Amplitude Support). Default: the project keys."
+            ),
+        ),
+        th.Property(
+            "org_secret_key",
+            th.StringType,
+            secret=True,
+            title="Organization secret key",
+            description="amplitude-privacy access: the secret paired with org_api_key.",
         ),
         th.Property(
             "start_date",
@@ -124,6 +171,18 @@ class TapAmplitude(Tap):
             description="Newest hours left for a later run (exportable ~2 h after receipt).",
         ),
         th.Property(
+            "export_concurrency",
+            th.IntegerType(minimum=1, maximum=4),
+            default=3,
+            title="Export downloads at once",
+            description=(
+                "Export windows downloaded at the same time (1-4). Records still come in "
+                "upload-hour order with the same STATE; each download counts against the "
+                "project's concurrent-request cap and budgets, and is spooled to the temporary "
+                "directory, which needs room for this many windows."
+            ),
+        ),
+        th.Property(
             "project_id",
             th.IntegerType,
             title="Project id",
@@ -177,15 +236,35 @@ class TapAmplitude(Tap):
                     th.IntegerType(minimum=1),
                     description="User search and user activity requests per hour (Amplitude: 360).",
                 ),
+                th.Property(
+                    "concurrent_requests",
+                    th.IntegerType(minimum=1),
+                    description=(
+                        "REST requests in flight at once (Amplitude: 5), per process, or across "
+                        "every process sharing the backend."
+                    ),
+                ),
+                th.Property(
+                    "backend",
+                    th.StringType(pattern=r"^(sqlite|postgresql|postgres|redis|rediss)://"),
+                    secret=True,
+                    description=(
+                        "Where the budgets live, shared by every process naming the same "
+                        "backend: sqlite:///path/budget.db (one machine), "
+                        "postgresql://user:password@host:5432/db or redis://host:6379/0 "
+                        "(several machines). Default: this process's memory."
+                    ),
+                ),
                 additional_properties=False,
             ),
             title="Rate limits",
             description=(
                 "The project's Amplitude REST budget this tap may use; defaults are Amplitude's "
                 "(Dashboard cost 1000 per 5 minutes and 108000 per hour, 360 user searches and "
-                "activity reads per hour). Taps running in parallel on one project share "
-                "Amplitude's budget: give each a share (e.g. halve them for two), or raise "
-                "them if Amplitude granted the project higher limits."
+                "activity reads per hour, 5 concurrent requests). With `backend` every tap "
+                "process and amplitude-privacy run naming it spend one shared budget; without "
+                "it, taps running in parallel on one project must each get a share (e.g. halve "
+                "them for two). Raise them if Amplitude granted the project higher limits."
             ),
         ),
     ).to_dict()
@@ -202,54 +281,260 @@ class TapAmplitude(Tap):
         session.headers["User-Agent"] = f"{self.name}/{self.plugin_version}"
         return session
 
+    def __init__(
+        self, *, config: t.Any = None, parse_env_config: bool = False, **kwargs: t.Any
+    ) -> None:
+        """The SDK's constructor, with ``TAP_AMPLITUDE_*`` variables read by the tap.
+
+        They are kept as text, which ``_validate_config`` types by setting: the SDK's own
+        reading crashes on a bad integer, keeps numbers as text and reads "maybe" as false.
+        """
+        if parse_env_config and (config is None or isinstance(config, dict)):
+            config = {**(config or {}), **self.environment_settings()}
+            parse_env_config = False
+        super().__init__(config=config, parse_env_config=parse_env_config, **kwargs)
+
+    @classmethod
+    def environment_settings(cls) -> dict[str, t.Any]:
+        """Every ``TAP_AMPLITUDE_<SETTING>`` variable (``.env`` included), as text."""
+        schema = cls.config_jsonschema
+        cls.append_builtin_config(schema)
+        load_dotenv_file()
+        values = environment_values(schema, ENV_PREFIX, os.environ)
+        cls.logger.info(
+            "Reading settings from the environment: %s",
+            ", ".join(value.variable for value in values.values()) or "none set",
+        )
+        return dict(values)
+
     @override
-    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        """Schema checks, then the cross-field checks a schema cannot express."""
-        errors = super()._validate_config(raise_errors=raise_errors)
-        if errors:
-            return errors
-        errors = config_problems(self.config)
+    def validate_settings(self, config: dict[str, t.Any], *, raise_errors: bool) -> list[str]:
+        """Type every setting, then check the schema and the cross-field rules.
+
+        Messages name the setting and what it takes, never the value (see settings.py).
+        """
+        schema = self.config_jsonschema
+        self.append_builtin_config(schema)
+        origins = {
+            key: value.variable for key, value in config.items() if isinstance(value, EnvText)
+        }
+        coerce_config(config, schema)
+        errors = schema_problems(JSONSchemaValidator(schema).iter_errors(config), origins)
+        errors += secret_problems(config, schema, origins)
+        for key in [key for key, value in config.items() if isinstance(value, EnvText)]:
+            del config[key]  # untypable text never reaches a stream
+        if not errors:
+            errors = config_problems(config)
         if errors and raise_errors:
-            raise ConfigValidationError("Config validation failed", errors=errors)
+            raise ConfigValidationError(
+                INVALID_CONFIG + "; ".join(errors), errors=errors, schema=schema
+            )
+        if errors:
+            self.logger.warning("Config validation failed")
         return errors
+
+    def check_temp_dir(self) -> None:
+        """Fail before any request if selected streams cannot spool downloads to disk.
+
+        Raises:
+            SettingsError: the temporary directory is missing, not writable or full.
+        """
+        if not any(
+            stream.selected or stream.has_selected_descendents
+            for stream in self.streams.values()
+            if stream.name in SPOOLING_STREAMS
+        ):
+            return
+        problem = temp_dir_problem()
+        if problem:
+            raise SettingsError(f"{problem}. Export downloads are spooled there.")
+
+    @override
+    @classmethod
+    def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
+        """``--test``: as the SDK's, with the temporary directory checked as for a sync."""
+        if value != CliTestOptionValue.All.value:
+            super().cb_test(ctx, param, value)
+            return
+        config_input: ConfigInput = ctx.params.get("config") or ConfigInput()
+        tap = cls(
+            config=config_input.config,
+            parse_env_config=config_input.parse_env,
+            validate_config=True,
+        )
+        tap.check_temp_dir()
+        tap.run_connection_test()
+        ctx.exit()
+
+    @override
+    def on_termination(self, signum: int, frame: FrameType | None) -> None:
+        """Stop between two messages; the SDK's own handler exits 0 mid-write."""
+        BOUNDARY.handle(signum, frame)
+
+    @override
+    @classmethod
+    def cb_config(
+        cls,
+        ctx: click.Context,
+        param: click.Option,
+        value: tuple[str, ...],
+    ) -> t.Any:  # a ConfigInput, shaped like the SDK's private _ConfigInput
+        """``--config`` files (merged left to right) or ``ENV``; a bad file is one line."""
+        return read_config_files(value)
+
+    @override
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        """The SDK's command, with files read by the tap and failures reported in one line."""
+        command = super().get_singer_command()
+        params = [
+            click.Option([f"--{param.name}"], help=param.help, type=click.STRING, metavar="FILE")
+            if isinstance(param, click.Option) and param.name in {"catalog", "state"}
+            else param
+            for param in command.params
+        ]
+        return _TapCommand(
+            name=command.name,
+            callback=command.callback,
+            params=params,
+            help=command.help,
+            context_settings=command.context_settings,
+            logger=cls.logger,
+        )
 
     @override
     @classmethod
     def invoke(cls, **kwargs: t.Any) -> None:
         """Run the CLI; a failure the user can fix ends with one line and exit code 1."""
-        try:
-            super().invoke(**kwargs)
-        except (AmplitudeError, RetriableAPIError) as exc:
-            cls.logger.error("%s", exc)  # noqa: TRY400 - the message is the whole story
-            sys.exit(1)
-        except requests.RequestException as exc:
-            cls.logger.error(  # noqa: TRY400
-                "Could not reach Amplitude (%s: %s); check api_url/region and the network.",
-                type(exc).__name__,
-                _redact_url(str(exc)),
+        with report_failures(cls.logger):
+            if kwargs.get("about"):
+                cls.print_about(kwargs.get("about_format"))
+                sys.exit(0)
+            cls.print_version(print_fn=cls.logger.info)
+            config_input: ConfigInput = kwargs.get("config") or ConfigInput()
+            state_path, catalog_path = kwargs.get("state"), kwargs.get("catalog")
+            tap = cls(
+                config=config_input.config,
+                state=None if state_path is None else read_state(state_path),
+                catalog=None if catalog_path is None else read_catalog(catalog_path),
+                parse_env_config=config_input.parse_env,
+                validate_config=True,
             )
-            sys.exit(1)
+            tap.check_temp_dir()
+            tap.sync_all()
 
 
-def config_problems(config: t.Mapping[str, t.Any]) -> list[str]:
-    """Problems with settings that pass the JSON schema, each naming the setting."""
-    problems: list[str] = []
-    dates: dict[str, t.Any] = {}
-    for key in ("start_date", "end_date"):
-        if config.get(key):
-            try:
-                dates[key] = parse_datetime(str(config[key]))
-            except ValueError:
-                problems.append(f"{key}: '{config[key]}' is not an ISO 8601 date-time")
-    if "start_date" in dates and "end_date" in dates and dates["end_date"] <= dates["start_date"]:
-        problems.append("end_date: must be after start_date")
-    for key in ("api_url", "profile_api_url"):
-        value = config.get(key)
-        if value:
-            parts = urlsplit(str(value))
-            if parts.scheme not in {"http", "https"} or not parts.netloc:
-                problems.append(f"{key}: '{value}' is not an http(s) URL")
-    return problems
+class _DropEnvNotice(logging.Filter):
+    """Drop the SDK's "Skipping parse of env var settings..." notice.
+
+    The tap reads the environment itself (see ``TapAmplitude.__init__``) and says so; the
+    SDK's line would mislead.
+    """
+
+    @override
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Skipping parse of env var settings..."
+
+
+logging.getLogger(TapAmplitude.name).addFilter(_DropEnvNotice())
+
+
+class _TapCommand(SingerCommand):
+    """The SDK's command, reporting failures while options are processed like a sync's.
+
+    ``--config`` files are read, and ``--test`` and ``--discover`` run, while click parses
+    the options: their failures too end with one line and exit code 1.
+    """
+
+    @override
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: t.Any,
+    ) -> click.Context:
+        with report_failures(self.logger):
+            return super().make_context(info_name, args, parent, **extra)
+
+
+def read_state(path: str) -> dict[str, t.Any]:
+    """The state file's object.
+
+    Raises:
+        SettingsError: the file is unusable (named, with the reason).
+    """
+    state = read_json_file(path, "state")
+    problem = state_problem(state)
+    if problem:
+        raise SettingsError(f"state file '{path}' is not Singer state: {problem}")
+    return state
+
+
+def read_catalog(path: str) -> Catalog:
+    """The catalog file as a Catalog.
+
+    Raises:
+        SettingsError: the file is unusable (named, with the reason).
+    """
+    data = read_json_file(path, "catalog")
+    problem = catalog_problem(data)
+    if problem is None:
+        try:
+            return Catalog.from_dict(data)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            problem = "an entry's schema or metadata has the wrong shape"
+    raise SettingsError(f"catalog file '{path}' is not a Singer catalog: {problem}")
+
+
+@contextlib.contextmanager
+def report_failures(logger: logging.Logger) -> Iterator[None]:
+    """Turn a failure the user can fix into one ERROR line and an exit code.
+
+    Exit codes: 1 for configuration, files, environment, disk and Amplitude failures;
+    130/143 when interrupted (see interrupt.py); click's own usage errors exit 2.
+    """
+    try:
+        yield
+    except Interrupted as stop:
+        logger.error(  # noqa: TRY400 - the message is the whole story
+            "Interrupted by %s: the run is incomplete. The last STATE message written "
+            "is where the next run resumes; run the same command again to continue.",
+            stop.signal_name,
+        )
+        sys.exit(stop.exit_code)
+    except ConfigValidationError as exc:
+        message = str(exc)
+        if not message.startswith(INVALID_CONFIG):
+            message = INVALID_CONFIG + "; ".join(exc.errors or [message])
+        logger.error("%s", message)  # noqa: TRY400
+        sys.exit(1)
+    except SettingsError as exc:
+        logger.error("%s", exc)  # noqa: TRY400
+        sys.exit(1)
+    except (AmplitudeError, RetriableAPIError) as exc:
+        logger.error("%s", exc)  # noqa: TRY400 - the message is the whole story
+        sys.exit(1)
+    except (UnicodeEncodeError, requests.exceptions.InvalidHeader):
+        # Their text quotes the offending value, which may be a key: never shown.
+        logger.error(  # noqa: TRY400
+            "A request to Amplitude could not be built: a setting sent in a header or in "
+            "authentication (api_key, secret_key) holds characters HTTP cannot carry; copy "
+            "the keys again from Amplitude (Settings > Projects)."
+        )
+        sys.exit(1)
+    except requests.RequestException as exc:
+        logger.error(  # noqa: TRY400
+            "Could not reach Amplitude (%s: %s); check api_url/region and the network.",
+            type(exc).__name__,
+            _redact_url(str(exc)),
+        )
+        sys.exit(1)
+    except OSError as exc:
+        if not is_disk_error(exc):
+            raise
+        logger.error("%s", disk_error_message(exc))  # noqa: TRY400
+        sys.exit(1)
 
 
 def _redact_url(text: str) -> str:

@@ -23,15 +23,18 @@ _FULL = len("2024-01-01 00:00:00.000000")
 _NO_FRACTION = len("2024-01-01 00:00:00")
 
 
-def normalize(value: str | None) -> str | None:
+def normalize(value: object) -> str | None:
     """Render an Amplitude timestamp as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``.
 
     The two shapes Amplitude really sends are handled by slicing (this runs for every event);
     anything else goes through ``datetime.fromisoformat``. An unparseable value is returned
     unchanged rather than dropped, so no data is lost.
     """
-    if not value:
+    if value is None or value == "":
         return value
+    if not isinstance(value, str):  # JSON gave a number, boolean, array or object
+        msg = f"a timestamp must be a string, not {type(value).__name__}"
+        raise TypeError(msg)
     length = len(value)
     if length == _FULL and value[10] in " T":
         return f"{value[:10]}T{value[11:]}Z"
@@ -51,7 +54,7 @@ def normalize_event(event: dict[str, Any]) -> dict[str, Any]:
     """
     for field in EVENT_TIMESTAMP_FIELDS:
         value = event.get(field)
-        if value:
+        if value is not None:  # a value of another type raises (len, indexing or replace)
             if len(value) == _FULL and value[10] == " ":
                 event[field] = value.replace(" ", "T", 1) + "Z"
             else:

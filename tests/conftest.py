@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tap_amplitude.simulator import AmplitudeSimulator, Dataset
+from amplitude_simulator import AmplitudeSimulator, Dataset
 
 # Three days of data, far enough in the past that every hour is exportable.
 SMALL_DATASET = Dataset(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tap_amplitude.simulator import AmplitudeSimulator
+from amplitude_simulator import AmplitudeSimulator
 
 
 @dataclass

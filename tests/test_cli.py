@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from amplitude_simulator import AmplitudeSimulator, Project
 from tap_amplitude.client import AmplitudeStream
-from tap_amplitude.simulator import AmplitudeSimulator, Project
 from tap_amplitude.tap import TapAmplitude
 from tests.conftest import SMALL_DATASET
 from tests.helpers import iter_waits, run_tap, simulator_config
@@ -152,7 +152,7 @@ def _assert_no_secrets(text: str) -> None:
 
 @pytest.mark.parametrize("scenario", ["success", "wrong-secret", "server-errors"])
 def test_keys_never_appear_in_any_output(scenario: str) -> None:
-    from tap_amplitude.simulator import Fault
+    from amplitude_simulator import Fault
 
     with AmplitudeSimulator(SMALL_DATASET, SECRET_PROJECT) as sim:
         config = simulator_config(sim, user_ids=["user_0001"], export_window_hours=24)

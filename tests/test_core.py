@@ -6,7 +6,7 @@ import atexit
 
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
-from tap_amplitude.simulator import AmplitudeSimulator
+from amplitude_simulator import AmplitudeSimulator
 from tap_amplitude.tap import TapAmplitude
 from tests.conftest import SMALL_DATASET
 from tests.helpers import simulator_config

@@ -8,15 +8,14 @@ from typing import Any
 
 import pytest
 
-from tap_amplitude.simulator import AmplitudeSimulator, Project, RequestRecord
-from tap_amplitude.simulator.analytics import (
-    ADDON_MESSAGE,
-    annotation_list,
+from amplitude_simulator import AmplitudeSimulator, Project, RequestRecord
+from amplitude_simulator.api.chart_annotations import annotation_list
+from amplitude_simulator.api.charts import (
     average_session_seconds,
-    cohort_list,
     daily_active_users,
     daily_active_users_by_country,
 )
+from amplitude_simulator.api.cohorts import ADDON_MESSAGE, cohort_list
 from tap_amplitude.streams.dashboard import (
     ALL_USERS,
     date_bounds,

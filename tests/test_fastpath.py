@@ -16,8 +16,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from singer_sdk.streams import Stream
 
-from tap_amplitude.simulator import AmplitudeSimulator
+from amplitude_simulator import AmplitudeSimulator
 from tap_amplitude.tap import TapAmplitude
 from tests.helpers import discovered_catalog, parse_messages, run_tap, select_only, simulator_config
 
@@ -50,13 +51,52 @@ def _catalog(deselect: list[str]) -> dict[str, Any]:
     return catalog
 
 
-def _sdk_path_messages(config: dict[str, Any], catalog: dict[str, Any]) -> list[dict[str, Any]]:
+def _sdk_path_messages(
+    config: dict[str, Any], catalog: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> list[dict[str, Any]]:
+    """Messages of the SDK's own per-record pipeline, proven to have run.
+
+    Every record must pass through ``Stream._process_record`` once: if the fast path ever
+    took this run, the count would be zero and the comparison would be with itself.
+    """
     tap = TapAmplitude(config=config, catalog=catalog, parse_env_config=False)
     tap.streams[STREAM].ABORT_AT_RECORD_COUNT = 10**9  # never reached; selects the SDK path
+    processed: list[str] = []
+    per_record = Stream._process_record
+
+    def counted(self: Stream, record: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        processed.append(record["uuid"])
+        per_record(self, record, *args, **kwargs)
+
+    monkeypatch.setattr(Stream, "_process_record", counted)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         tap.sync_all()
-    return parse_messages(out.getvalue())
+    monkeypatch.undo()
+    messages = parse_messages(out.getvalue())
+    rows = [m for m in messages if m["type"] == "RECORD"]
+    assert len(processed) >= len(rows) > 100  # filters drop rows after processing
+    return messages
+
+
+def _bookmarks(messages: list[dict[str, Any]]) -> list[str]:
+    return [
+        m["value"]["bookmarks"][STREAM]["replication_key_value"]
+        for m in messages
+        if m["type"] == "STATE" and STREAM in m["value"].get("bookmarks", {})
+    ]
+
+
+def _assert_same_state(actual: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+    """Same final STATE; every checkpoint of the SDK path (window ends) also on the fast path.
+
+    The fast path also checkpoints at each new upload hour, so it may have more, in order.
+    """
+    final = [m["value"] for m in actual if m["type"] == "STATE"][-1]
+    assert final == [m["value"] for m in expected if m["type"] == "STATE"][-1]
+    fast = _bookmarks(actual)
+    assert fast == sorted(fast)
+    assert set(_bookmarks(expected)) <= set(fast)
 
 
 def _records(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -91,17 +131,18 @@ def _batch_records(messages: list[dict[str, Any]], batch_size: int) -> list[dict
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_record_mode_matches_sdk_path(
-    simulator: AmplitudeSimulator, tmp_path: Path, variant: str
+    simulator: AmplitudeSimulator, tmp_path: Path, variant: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = VARIANTS[variant]
     config = simulator_config(simulator, **spec.get("config", {}))
     catalog = _catalog(spec.get("deselect", []))
 
-    expected = _sdk_path_messages(config, catalog)
+    expected = _sdk_path_messages(config, catalog, monkeypatch)
     actual = _cli_run(config, catalog, tmp_path)
 
     assert _schema(actual) == _schema(expected)
     assert _records(actual) == _records(expected)
+    _assert_same_state(actual, expected)
     assert len(_records(actual)) > 100
     for record in _records(actual):
         if variant != "flattened":  # free-form bags flatten into keys no schema can declare
@@ -112,12 +153,12 @@ def test_record_mode_matches_sdk_path(
 
 @pytest.mark.parametrize("variant", ["plain", "deselected", "stream-map", "flattened"])
 def test_batch_mode_matches_sdk_record_path(
-    simulator: AmplitudeSimulator, tmp_path: Path, variant: str
+    simulator: AmplitudeSimulator, tmp_path: Path, variant: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = VARIANTS[variant]
     config = simulator_config(simulator, **spec.get("config", {}))
     catalog = _catalog(spec.get("deselect", []))
-    expected = _sdk_path_messages(config, catalog)
+    expected = _sdk_path_messages(config, catalog, monkeypatch)
 
     batch_dir = tmp_path / "batches"
     batch_dir.mkdir()
@@ -134,3 +175,4 @@ def test_batch_mode_matches_sdk_record_path(
     # STATE still follows the data: the final bookmark is the end of the range
     final = [m for m in actual if m["type"] == "STATE"][-1]["value"]
     assert final["bookmarks"][STREAM]["replication_key_value"] == "2024-03-04T00:00:00.000000Z"
+    _assert_same_state(actual, expected)

@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from amplitude_simulator import AmplitudeSimulator, Dataset, Fault
 from tap_amplitude.privacy import AuditLog, batch_bodies, read_id_file, run
 from tap_amplitude.ratelimit import IntervalLimiter
-from tap_amplitude.simulator import AmplitudeSimulator, Dataset, Fault
-from tap_amplitude.simulator import deletions as sim_deletions
 from tap_amplitude.streams.privacy import DeletionJobsStream, job_windows
 from tests.conftest import SMALL_DATASET
 
@@ -247,7 +246,7 @@ def test_250_ids_go_out_in_three_rate_limited_batches_and_a_rerun_sends_nothing(
     assert [p.status for p in posts] == [200, 200, 200]  # the limiter, not 429s, spaced them
     gaps = [b.at - a.at for a, b in itertools.pairwise(posts)]
     assert all(gap >= 1.0 for gap in gaps), gaps
-    bodies = sim_deletions.state(many_users).bodies
+    bodies = many_users.deletions.bodies
     assert [len(sent_ids([body])) for body in bodies] == [100, 100, 50]
     assert sorted(sent_ids(bodies)) == sorted(expected_ids(many_users, 250))
 
@@ -309,7 +308,7 @@ def test_an_interrupted_run_resumes_with_only_the_remaining_ids(
         ("failed", "2/3"),
     ]
 
-    state = sim_deletions.state(many_users)
+    state = many_users.deletions
     assert len(state.bodies) == 1
     second = privacy(capsys, *args)
     assert second.code == 0, second.err
@@ -349,7 +348,7 @@ def test_unknown_ids_stop_the_run_unless_ignored(
     assert "nothing in it was scheduled" in message
     assert "--ignore-invalid-ids" in message
     assert [line["event"] for line in audit_lines(audit)] == ["sending", "rejected"]
-    state = sim_deletions.state(simulator)
+    state = simulator.deletions
     scheduled = {e["amplitude_id"] for job in state.jobs.values() for e in job.entries}
     assert user.amplitude_id not in scheduled
 
@@ -566,6 +565,78 @@ def test_console_script_help_and_secrets_end_to_end(
     everything = "".join(r.stdout + r.stderr for r in runs) + default_audit.read_text()
     assert simulator.project.api_key not in everything
     assert simulator.project.secret_key not in everything
+
+
+# ----------------------------------------------------------------------------------------
+# --config before or after the command name
+
+
+def test_config_goes_before_or_after_the_command_name_for_every_command(
+    simulator: AmplitudeSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(simulator, tmp_path)
+    user = simulator.dataset.user_list()[0]
+
+    def each_order(command: str, *rest: str | Path) -> list[Outcome]:
+        """The command with --config before its name, right after it, and at the end."""
+        orders: list[list[str | Path]] = [
+            ["--config", config, command, *rest],
+            [command, "--config", config, *rest],
+            [command, *rest, "--config", config],
+        ]
+        results = [privacy(capsys, *args) for args in orders]
+        assert [r.code for r in results] == [0, 0, 0], [r.err for r in results]
+        return results
+
+    lookups = each_order("lookup", user.user_id)
+    assert lookups[0].lines() == lookups[1].lines() == lookups[2].lines()
+    assert lookups[0].lines()[0]["found"] is True
+
+    jobs = each_order("jobs")
+    assert jobs[0].lines()
+    assert jobs[0].out == jobs[1].out == jobs[2].out
+
+    delete = ["--user-id", user.user_id, "--requester", "dpo@example.com"]
+    dry = each_order("delete", *delete, "--audit-log", tmp_path / "dry.jsonl")
+    assert all(r.lines()[0]["body"]["user_ids"] == [user.user_id] for r in dry)
+    assert all("nothing was sent" in r.err for r in dry)
+
+    real = each_order("delete", *delete, "--audit-log", tmp_path / "audit.jsonl", "--yes")
+    assert [len(r.lines()) for r in real] == [1, 0, 0]  # sent once, then already accepted
+    assert all("nothing to send" in r.err for r in real[1:])
+    assert len(simulator.deletions.bodies) == 1
+
+
+def test_config_missing_or_given_twice_differently_is_a_usage_error(
+    simulator: AmplitudeSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(simulator, tmp_path)
+    other = tmp_path / "other.json"
+    other.write_text(config.read_text())
+    missing = privacy(capsys, "jobs")
+    assert missing.code == 2
+    (line,) = missing.err.strip().splitlines()
+    assert line.startswith("amplitude-privacy jobs: error: Missing option '--config'")
+    assert "before or after the command name" in line
+    same = privacy(capsys, "--config", config, "jobs", "--config", config)
+    assert same.code == 0, same.err
+    twice = privacy(capsys, "--config", config, "jobs", "--config", other)
+    assert twice.code == 2
+    (line,) = twice.err.strip().splitlines()
+    assert "give it once" in line
+    assert [r.path for r in simulator.requests if r.method == "GET"] == [DELETIONS]
+
+
+def test_help_shows_config_before_or_after_the_command_name(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for args in (["--help"], ["lookup", "--help"], ["delete", "--help"], ["jobs", "--help"]):
+        helped = privacy(capsys, *args)
+        assert helped.code == 0
+        text = " ".join(helped.out.split())
+        assert "--config FILE" in text
+        assert "before or after the command name" in text
+    assert "amplitude-privacy --config FILE delete" in " ".join(helped.out.split())
 
 
 # ----------------------------------------------------------------------------------------

@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
-from tap_amplitude.simulator import AmplitudeSimulator, Dataset, Fault
-from tap_amplitude.simulator import deletions as sim_deletions
+from amplitude_simulator import AmplitudeSimulator, Dataset, Fault
 from tap_amplitude.streams.privacy import UNKNOWN_USER_ERROR, DeletionJobsStream
 from tap_amplitude.tap import TapAmplitude
 from tests.helpers import run_tap, simulator_config
@@ -164,7 +163,7 @@ def test_deletion_jobs_reads_windows_to_30_days_ahead(recent: AmplitudeSimulator
         timeout=10,
     )
     assert response.status_code == 200, response.text
-    sim_deletions.state(recent).last_served = None  # the tap's first GET may follow at once
+    recent.deletions.last_served = None  # the tap's first GET may follow at once
     start = today - timedelta(days=200)
     config = simulator_config(recent, start_date=start.isoformat(), end_date=None)
     run = run_tap(config, streams=["deletion_jobs"])
@@ -223,7 +222,7 @@ def test_deletion_jobs_auth_failure_is_one_line(simulator: AmplitudeSimulator) -
 
 
 # ----------------------------------------------------------------------------------------
-# the simulator's profile API (amplitude-api.md §7)
+# the simulator's profile API (docs/amplitude-api.md §7)
 
 
 def _profile(sim: AmplitudeSimulator, auth: str | None, **params: str) -> requests.Response:
@@ -263,7 +262,7 @@ def test_simulated_profile_api_auth_and_sections(simulator: AmplitudeSimulator) 
 
 
 # ----------------------------------------------------------------------------------------
-# the simulator's deletion API (amplitude-api.md §8)
+# the simulator's deletion API (docs/amplitude-api.md §8)
 
 
 class _Client:
@@ -275,7 +274,7 @@ class _Client:
 
     def __call__(self, method: str, **kwargs: Any) -> requests.Response:
         if not self.first:
-            sim_deletions.state(self.sim).last_served = None  # skip the wait, not the check
+            self.sim.deletions.last_served = None  # skip the wait, not the check
         self.first = False
         return requests.request(
             method,
@@ -296,7 +295,7 @@ def test_simulated_deletion_api_validates_like_amplitude(simulator: AmplitudeSim
     unknown = call("POST", json={"user_ids": [users[0].user_id, "ghost"], "requester": "r"})
     assert unknown.status_code == 400
     assert unknown.json()["invalid_ids"] == ["ghost"]
-    assert sim_deletions.state(simulator).bodies == []
+    assert simulator.deletions.bodies == []
 
     for spelling, value in itertools.product(
         ("ignore_invalid_id", "ignore_invalid_ids"), (True, "true", "True")
@@ -334,7 +333,7 @@ def test_simulated_deletion_jobs_window_and_rate_limit(simulator: AmplitudeSimul
     auth = (simulator.project.api_key, simulator.project.secret_key)
     params = {"start_day": "2024-01-01", "end_day": "2024-01-02"}
     statuses = []
-    sim_deletions.state(simulator).last_served = None
+    simulator.deletions.last_served = None
     for _ in range(2):  # back to back: the second is inside the same second
         response = requests.get(f"{simulator.url}{DELETIONS}", params=params, auth=auth, timeout=10)
         statuses.append((response.status_code, response.headers.get("Retry-After")))

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import requests
 
+from amplitude_simulator import AmplitudeSimulator, Fault
+from amplitude_simulator.limits import Window
 from tap_amplitude.client import AmplitudeStream
 from tap_amplitude.ratelimit import (
     COST_BUDGET,
@@ -21,8 +23,6 @@ from tap_amplitude.ratelimit import (
     project_limiter,
     request_charge,
 )
-from tap_amplitude.simulator import AmplitudeSimulator, Fault
-from tap_amplitude.simulator.limits import Window
 from tap_amplitude.tap import TapAmplitude
 from tests.helpers import discovered_catalog, parse_messages, run_tap, select_only, simulator_config
 

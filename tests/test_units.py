@@ -97,10 +97,10 @@ def test_error_summary_reads_amplitude_envelope() -> None:
             {"start_date": "2024-03-02", "end_date": "2024-03-01"},
             "end_date: must be after start_date",
         ),
-        ({"start_date": "2024-13-45"}, "start_date: '2024-13-45' is not an ISO 8601 date-time"),
+        ({"start_date": "2024-13-45"}, "start_date: is not an ISO 8601 date-time"),
         (
             {"start_date": "2024-03-01", "api_url": "ftp://x"},
-            "api_url: 'ftp://x' is not an http(s) URL",
+            "api_url: is not an http(s) URL",
         ),
         ({"start_date": "2024-03-01", "api_url": "localhost:8765"}, "api_url"),
     ],

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tap_amplitude.export import HOUR, Window, plan_windows
-from tap_amplitude.streams.export_events import export_end
+from tap_amplitude.export import HOUR, Window, export_end, plan_windows
 
 EPOCH = datetime(2020, 1, 1, tzinfo=timezone.utc)
 

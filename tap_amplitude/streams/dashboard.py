@@ -15,12 +15,14 @@ from datetime import date, datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 from singer_sdk import typing as th
+from typing_extensions import override
 
 from tap_amplitude.client import (
     AmplitudeResponseError,
     AmplitudeStream,
     error_summary,
 )
+from tap_amplitude.ranges import every, inclusive_days, next_month
 from tap_amplitude.schemas import PROPERTY_BAG
 from tap_amplitude.timestamps import format_datetime, parse_datetime
 
@@ -56,6 +58,7 @@ class EventTypesStream(AmplitudeStream):
         th.Property("timeline_hidden", th.CustomType({"type": ["boolean", "number", "null"]})),
     ).to_dict()
 
+    @override
     def get_new_paginator(self) -> None:
         """One response holds every event type."""
         return
@@ -175,14 +178,17 @@ class CohortsStream(AmplitudeStream):
         ),
     ).to_dict()
 
+    @override
     def get_new_paginator(self) -> None:
         """One response holds every cohort."""
         return
 
-    def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:  # noqa: ARG002
+    @override
+    def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
         """Ask for the sync metadata too."""
         return {"includeSyncInfo": "true"}
 
+    @override
     def validate_response(self, response: requests.Response) -> None:
         """A refused cohort listing is set apart, so the run can go on without it."""
         refused = {400, 401, 403}
@@ -190,26 +196,28 @@ class CohortsStream(AmplitudeStream):
             raise CohortsUnavailableError(self.response_error_message(response), response)
         super().validate_response(response)
 
+    @override
     def get_records(self, context: Context | None) -> Iterable[Record]:
         """Every cohort; nothing (one warning) when the project cannot list cohorts."""
         try:
             yield from super().get_records(context)
         except CohortsUnavailableError as exc:
             if exc.response.status_code != 400:  # noqa: PLR2004
-                self.check_credentials(context)
+                self.check_credentials()
             self.logger.warning(
                 COHORTS_UNAVAILABLE, exc.response.status_code, error_summary(exc.response)
             )
 
-    def check_credentials(self, context: Context | None) -> None:
+    def check_credentials(self) -> None:
         """Ask an endpoint every plan has; refused keys stop the run with the auth message."""
         prepared = self.build_prepared_request(
             method="GET",
             url=f"{self.url_base}{CREDENTIALS_PROBE_PATH}",
             headers=self.http_headers,
         )
-        self.request_decorator(self._request)(prepared, context)
+        self.send(prepared)
 
+    @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
         """RFC 3339 copies of the epoch fields; ``app`` from the cohort's ``appId``."""
         for epoch_field, rfc3339_field in COHORT_TIMESTAMPS.items():
@@ -234,6 +242,7 @@ class AnnotationsStream(AmplitudeStream):
         th.Property("details", th.StringType),
     ).to_dict()
 
+    @override
     def get_new_paginator(self) -> None:
         """One response holds every annotation."""
         return
@@ -279,25 +288,12 @@ def date_bounds(config: Mapping[str, t.Any], bookmark: t.Any, today: date) -> tu
 
 def month_slices(first: date, last: date) -> list[tuple[date, date]]:
     """Calendar-month pieces of ``[first, last]``; the first and last may be partial."""
-    slices: list[tuple[date, date]] = []
-    start = first
-    while start <= last:
-        next_month = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
-        end = min(next_month - timedelta(days=1), last)
-        slices.append((start, end))
-        start = end + timedelta(days=1)
-    return slices
+    return inclusive_days(first, last, next_month)
 
 
 def day_slices(first: date, last: date, days: int) -> list[tuple[date, date]]:
     """Pieces of ``[first, last]`` of ``days`` days each (the last may be shorter)."""
-    slices: list[tuple[date, date]] = []
-    start = first
-    while start <= last:
-        end = min(start + timedelta(days=days - 1), last)
-        slices.append((start, end))
-        start = end + timedelta(days=1)
-    return slices
+    return inclusive_days(first, last, every(timedelta(days=days)))
 
 
 class DailyMetricStream(AmplitudeStream):
@@ -320,6 +316,7 @@ class DailyMetricStream(AmplitudeStream):
             return []
         return self.slices(first, last)
 
+    @override
     def validate_response(self, response: requests.Response) -> None:
         """400s are told apart from other failures (a group-by or a day not yet begun)."""
         if response.status_code == 400:  # noqa: PLR2004
@@ -331,7 +328,7 @@ class DailyMetricStream(AmplitudeStream):
         prepared = self.build_prepared_request(
             method="GET", url=self.get_url(context), params=params, headers=self.http_headers
         )
-        response = self.request_decorator(self._request)(prepared, context)
+        response = self.send(prepared)
         return dict(response.json().get("data") or {})
 
     def fetch_slice(
@@ -396,10 +393,12 @@ class ActiveUsersStream(DailyMetricStream):
         super().__init__(*args, **kwargs)
         self.group_by_country = bool(self.config.get("active_users_group_by_country"))
 
+    @override
     def slices(self, first: date, last: date) -> list[tuple[date, date]]:
         """Calendar months."""
         return month_slices(first, last)
 
+    @override
     def get_records(self, context: Context | None) -> Iterator[Record]:
         """Rows of every month slice, grouped by country while the project allows it."""
         for first, last in self.planned_slices(context):
@@ -468,10 +467,12 @@ class AverageSessionLengthStream(DailyMetricStream):
         th.Property("length", th.NumberType, description="Average session length, seconds."),
     ).to_dict()
 
+    @override
     def slices(self, first: date, last: date) -> list[tuple[date, date]]:
         """15-day pieces."""
         return day_slices(first, last, SESSION_SLICE_DAYS)
 
+    @override
     def get_records(self, context: Context | None) -> Iterator[Record]:
         """Rows of every slice."""
         for first, last in self.planned_slices(context):

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from singer_sdk import typing as th
 from singer_sdk.authenticators import APIKeyAuthenticator
+from typing_extensions import override
 
 from tap_amplitude.client import (
     DEFAULT_PROFILE_API_URL,
@@ -20,6 +21,7 @@ from tap_amplitude.client import (
     AmplitudeStream,
     error_summary,
 )
+from tap_amplitude.ranges import every, inclusive_days
 from tap_amplitude.ratelimit import IntervalLimiter
 from tap_amplitude.schemas import PROPERTY_BAG
 from tap_amplitude.streams.users import UserSearchStream
@@ -105,22 +107,26 @@ class UserProfilesStream(AmplitudeStream):
         self._warned_eu = False
 
     @property
+    @override
     def url_base(self) -> str:
         """``profile_api_url`` (Amplitude's profile host by default)."""
         return str(self.config.get("profile_api_url") or DEFAULT_PROFILE_API_URL).rstrip("/")
 
     @cached_property
+    @override
     def authenticator(self) -> APIKeyAuthenticator:  # type: ignore[override]
         """``Authorization: Api-Key <secret_key>``: the Profile API does not take Basic auth."""
         return APIKeyAuthenticator(
             key="Authorization", value=f"Api-Key {self.config['secret_key']}"
         )
 
+    @override
     def get_new_paginator(self) -> None:
         """One profile per response."""
         return
 
-    def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:  # noqa: ARG002
+    @override
+    def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
         """The user (or device) and every section the tap keeps."""
         context = context or {}
         params: dict[str, t.Any] = {
@@ -132,12 +138,14 @@ class UserProfilesStream(AmplitudeStream):
             params.update(get_recs="true", rec_id=rec_id)
         return params
 
+    @override
     def validate_response(self, response: requests.Response) -> None:
         """An unknown user is an answer, not an error, whatever status carries it."""
         if response.status_code < 500 and _is_unknown_user(response):  # noqa: PLR2004
             return
         super().validate_response(response)
 
+    @override
     def auth_failure_message(self, response: requests.Response) -> str:
         """Name the setting the Profile API checks: the secret key, sent as ``Api-Key``."""
         return (
@@ -146,6 +154,7 @@ class UserProfilesStream(AmplitudeStream):
             f"and profile_api_url ({self.url_base})."
         )
 
+    @override
     def parse_response(self, response: requests.Response) -> Iterable[Record]:
         """The ``userData`` object as one record; nothing for an unknown user."""
         payload = response.json()
@@ -163,6 +172,7 @@ class UserProfilesStream(AmplitudeStream):
             "recommendations": data.get("recommendations"),
         }
 
+    @override
     def get_records(self, context: Context | None) -> Iterable[Record]:
         """The profile of one user search match's user id; nothing at all in the EU region."""
         if not profile_api_available(self.config):
@@ -246,6 +256,7 @@ class DeletionJobsStream(AmplitudeStream):
         self.limiter = IntervalLimiter(DELETIONS_REQUEST_INTERVAL)
 
     @property
+    @override
     def partitions(self) -> list[dict[str, t.Any]]:
         """Windows covering ``start_date`` to ``end_date`` (exclusive) or today + 30 days."""
         first = parse_datetime(str(self.config["start_date"])).date()
@@ -256,15 +267,30 @@ class DeletionJobsStream(AmplitudeStream):
             last = datetime.now(tz=timezone.utc).date() + timedelta(days=JOBS_LOOKAHEAD_DAYS)
         return job_windows(first, last)
 
+    @override
     def get_new_paginator(self) -> None:
         """Each window answers in one response."""
         return
 
-    def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:  # noqa: ARG002
+    @override
+    def get_records(self, context: Context | None) -> Iterable[Record]:
+        """Jobs of one window; none when the range is empty (start_date after its end)."""
+        if not (context or {}).get("start_day"):
+            self.logger.info(
+                "%s: nothing to read (start_date is after end_date or today + %d days)",
+                self.name,
+                JOBS_LOOKAHEAD_DAYS,
+            )
+            return
+        yield from super().get_records(context)
+
+    @override
+    def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
         """``start_day`` and ``end_day`` of the window, both inclusive."""
         context = context or {}
         return {"start_day": context["start_day"], "end_day": context["end_day"]}
 
+    @override
     def request_decorator(self, func: RequestFunc) -> RequestFunc:
         """Retries as for every stream, with each attempt waiting for the rate limiter."""
         limiter = self.limiter
@@ -278,6 +304,7 @@ class DeletionJobsStream(AmplitudeStream):
 
         return super().request_decorator(limited)
 
+    @override
     def validate_response(self, response: requests.Response) -> None:
         """A 400 means nothing was scheduled; callers may want Amplitude's reason."""
         if response.status_code == 400:  # noqa: PLR2004
@@ -294,15 +321,12 @@ class DeletionJobsStream(AmplitudeStream):
         prepared = self.build_prepared_request(
             method="POST", url=self.get_url(None), headers=self.http_headers, json=body
         )
-        return self.request_decorator(self._request)(prepared, None)
+        return self.send(prepared)
 
 
 def job_windows(first: date, last: date) -> list[dict[str, t.Any]]:
     """Consecutive ``start_day``/``end_day`` windows of at most 180 days covering both days."""
-    windows: list[dict[str, t.Any]] = []
-    start = first
-    while start <= last:
-        end = min(start + timedelta(days=JOBS_WINDOW_DAYS - 1), last)
-        windows.append({"start_day": start.isoformat(), "end_day": end.isoformat()})
-        start = end + timedelta(days=1)
-    return windows
+    return [
+        {"start_day": start.isoformat(), "end_day": end.isoformat()}
+        for start, end in inclusive_days(first, last, every(timedelta(days=JOBS_WINDOW_DAYS)))
+    ]

@@ -7,6 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from singer_sdk import typing as th
 from singer_sdk.pagination import OffsetPaginator
+from typing_extensions import override
 
 from tap_amplitude.client import AmplitudeStream
 from tap_amplitude.schemas import EVENT_PROPERTIES
@@ -20,6 +21,10 @@ if t.TYPE_CHECKING:
     from singer_sdk.streams.rest import HTTPRequest, PageContext
 
 ACTIVITY_PAGE_SIZE = 1000
+NO_USERS_CONFIGURED = (
+    "user_search, user_activity and user_profiles: nothing to look up, so they emit no "
+    "records. Set user_ids (emails, user ids or device ids) or amplitude_ids to read users."
+)
 
 
 class UserSearchStream(AmplitudeStream):
@@ -45,22 +50,41 @@ class UserSearchStream(AmplitudeStream):
         """Track ids already handed to user_activity, so each is read once."""
         super().__init__(*args, **kwargs)
         self._activity_ids: set[int] = set()
+        self._told_no_users = False
 
     @property
+    @override
     def partitions(self) -> list[dict[str, t.Any]]:
         """One lookup per configured user id, email, device id or Amplitude id."""
         terms = [str(term) for term in self.config.get("user_ids") or []]
         terms += [str(amplitude_id) for amplitude_id in self.config.get("amplitude_ids") or []]
         return [{"search_term": term} for term in dict.fromkeys(terms)]
 
+    @override
     def get_new_paginator(self) -> None:
         """User search answers in one page."""
         return
 
-    def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:  # noqa: ARG002
+    @override
+    def get_records(self, context: Context | None) -> Iterable[Record]:
+        """Matches for one term; with no terms configured, nothing (said once, at INFO).
+
+        The SDK syncs a stream without partitions once, with no context: that is the
+        default invocation when neither user_ids nor amplitude_ids is set.
+        """
+        if not (context or {}).get("search_term"):
+            if not self._told_no_users:
+                self._told_no_users = True
+                self.logger.info(NO_USERS_CONFIGURED)
+            return
+        yield from super().get_records(context)
+
+    @override
+    def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
         """``user=<term>``."""
         return {"user": (context or {})["search_term"]}
 
+    @override
     def parse_response(self, response: requests.Response) -> Iterable[Record]:
         """Matches, each labelled with the term and match type; no match is logged."""
         payload = response.json()
@@ -71,10 +95,11 @@ class UserSearchStream(AmplitudeStream):
         for match in matches:
             yield {**match, "search_term": term, "match_type": payload.get("type")}
 
+    @override
     def generate_child_contexts(
         self,
         record: Record,
-        context: Context | None,  # noqa: ARG002
+        context: Context | None,
     ) -> Iterable[dict[str, t.Any] | None]:
         """Each Amplitude id once, however many terms found it, with its user id."""
         amplitude_id = record.get("amplitude_id")
@@ -96,6 +121,7 @@ class ActivityPaginator(OffsetPaginator):
         """Start at the newest event."""
         super().__init__(start_value=0, page_size=ACTIVITY_PAGE_SIZE)
 
+    @override
     def get_next(self, response: requests.Response) -> int | None:
         """Next offset, or None after a short page."""
         received = len(response.json().get("events") or [])
@@ -116,10 +142,19 @@ class UserActivityStream(AmplitudeStream):
     state_partitioning_keys = ()  # full table: no per-id state
     schema = EVENT_PROPERTIES.to_dict()
 
+    @override
     def get_new_paginator(self) -> ActivityPaginator:
         """Offset pagination, 1000 events a page."""
         return ActivityPaginator()
 
+    @override
+    def get_records(self, context: Context | None) -> Iterable[Record]:
+        """Events of the Amplitude id user_search handed over; nothing without one."""
+        if (context or {}).get("amplitude_id") is None:
+            return
+        yield from super().get_records(context)
+
+    @override
     def get_http_request(self, *, page: PageContext) -> HTTPRequest:
         """``user=<amplitude_id>&offset=<n>&limit=1000``."""
         request = super().get_http_request(page=page)
@@ -132,6 +167,7 @@ class UserActivityStream(AmplitudeStream):
         )
         return request
 
-    def post_process(self, row: Record, context: Context | None = None) -> Record | None:  # noqa: ARG002
+    @override
+    def post_process(self, row: Record, context: Context | None = None) -> Record | None:
         """Timestamps as RFC 3339 UTC, like export_events."""
         return normalize_event(row)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tap_amplitude.simulator import AmplitudeSimulator
+from amplitude_simulator import AmplitudeSimulator
 from tests.e2e.support import (
     E2E_DATASET,
     POSTGRES_SH,

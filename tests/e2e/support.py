@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tap_amplitude.simulator import AmplitudeSimulator, Dataset
+from amplitude_simulator import AmplitudeSimulator, Dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 MELTANO_SH = ROOT / "scripts" / "meltano.sh"

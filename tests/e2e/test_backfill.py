@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from datetime import datetime
     from pathlib import Path
 
-    from tap_amplitude.simulator import AmplitudeSimulator
+    from amplitude_simulator import AmplitudeSimulator
     from tests.e2e.support import Meltano, Postgres
 
 pytestmark = pytest.mark.e2e

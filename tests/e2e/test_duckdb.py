@@ -14,7 +14,7 @@ from tests.e2e.support import DAY, DUCKDB_LOAD, E2E_DATASET, ROOT, export_starts
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tap_amplitude.simulator import AmplitudeSimulator
+    from amplitude_simulator import AmplitudeSimulator
     from tests.e2e.support import Meltano
 
 pytestmark = pytest.mark.e2e

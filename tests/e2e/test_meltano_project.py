@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tap_amplitude.simulator import Project
-from tap_amplitude.simulator.__main__ import DEFAULT_PORT
+from amplitude_simulator import Project
+from amplitude_simulator.__main__ import DEFAULT_PORT
 from tests.e2e.support import ROOT
 
 if TYPE_CHECKING:

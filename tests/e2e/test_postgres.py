@@ -17,7 +17,7 @@ from tests.e2e.support import DAY, E2E_DATASET, export_starts, iso
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tap_amplitude.simulator import AmplitudeSimulator
+    from amplitude_simulator import AmplitudeSimulator
     from tests.e2e.support import Meltano, Postgres
 
 pytestmark = pytest.mark.e2e

@@ -1,0 +1,157 @@
+"""``/api/3/cohorts``: the project's cohorts (docs/amplitude-api.md §4).
+
+Refused without the Behavioral Cohorts add-on (``sim.analytics.cohorts_addon``), with the
+status ``sim.analytics.cohorts_refusal_status``. ``includeSyncInfo=true`` adds
+``syncMetadata`` to every cohort and changes nothing else: it is drawn from its own streams.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from datetime import datetime, timedelta, timezone
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from amplitude_simulator.protocol import Route, SimResponse
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from amplitude_simulator.data.dataset import Dataset, UserProfile
+    from amplitude_simulator.protocol import Context, SimRequest
+
+ADDON_MESSAGE = "Behavioral Cohorts add-on required"
+ADDON_DETAILS = (
+    "This project's plan does not include the Behavioral Cohorts API; ask your Amplitude "
+    "account manager to add it."
+)
+_DAY_SECONDS = 86_400
+
+
+def routes() -> list[Route]:
+    """The cohort listing."""
+    return [Route("GET", "/api/3/cohorts", handle_cohorts)]
+
+
+# name, description, membership rule, predictive?, archived?
+_COHORTS: tuple[tuple[str, str, Callable[[UserProfile], bool], bool, bool], ...] = (
+    ("Paying customers", "Users on a paid plan", lambda p: p.paying, False, False),
+    ("Mobile users", "iOS and Android", lambda p: p.platform != "Web", False, False),
+    ("Power users", "100+ events", lambda p: p.activity_count >= 100, False, False),  # noqa: PLR2004
+    ("Trials", "On a trial", lambda p: p.properties.get("is_trial") is True, False, False),
+    (
+        "Enterprise (2023)",
+        "Old enterprise segment",
+        lambda p: p.properties.get("plan") == "enterprise",
+        False,
+        True,
+    ),
+    ("Likely to churn", "Predicted churn", lambda p: p.activity_count < 20, True, False),  # noqa: PLR2004
+)
+_OWNERS = ("ana@example.com", "ben@example.org", "chen@example.net")
+
+
+def cohort_list(dataset: Dataset, *, sync_info: bool) -> list[dict[str, Any]]:
+    """The project's cohorts, sizes counted over the dataset's users."""
+    rng = random.Random(f"amplitude-sim|cohorts|{dataset.seed}|{dataset.app_id}")  # noqa: S311
+    profiles = dataset.profiles()
+    start = int(dataset.start.timestamp())
+    computed = int(dataset.end.timestamp()) - 3600
+    items: list[dict[str, Any]] = []
+    for index, (name, description, member, predictive, archived) in enumerate(_COHORTS):
+        created = start - rng.randint(10, 400) * _DAY_SECONDS
+        from_chart = index % 3 == 1
+        cohort: dict[str, Any] = {
+            "appId": dataset.app_id,
+            "archived": archived,
+            "definition": _definition(name, predictive=predictive),
+            "description": description,
+            "finished": True,
+            "id": "".join(rng.choices(string.ascii_lowercase + string.digits, k=7)),
+            "name": name,
+            "owners": [rng.choice(_OWNERS)],
+            "viewers": rng.sample(_OWNERS, rng.randint(0, 2)),
+            "published": not archived,
+            "size": sum(1 for profile in profiles if member(profile)),
+            "type": "predictive" if predictive else "redshift",
+            "lastMod": created + rng.randint(0, 9) * _DAY_SECONDS + rng.randint(0, 86_399),
+            "createdAt": created,
+            "lastComputed": computed,
+            "hidden": False,
+            "metadata": ["funnel", f"step {index}"] if from_chart else None,
+            "view_count": rng.randint(0, 500) if index % 2 else None,
+            "popularity": rng.randint(0, 50) if from_chart else None,
+            "last_viewed": start + rng.randint(0, 86_399) if index % 2 else None,
+            "chart_id": f"{rng.randrange(10**6, 10**7):x}" if from_chart else None,
+            "edit_id": f"{rng.randrange(10**6, 10**7):x}" if from_chart else None,
+            "is_predictive": predictive,
+            "is_official_content": index == 0,
+            "location_id": f"loc-{rng.randrange(1000)}" if from_chart else None,
+            "shortcut_ids": [],
+        }
+        if sync_info:  # its own stream: the flag adds syncMetadata and changes nothing else
+            sync_rng = random.Random(  # noqa: S311
+                f"amplitude-sim|cohort-sync|{dataset.seed}|{dataset.app_id}|{index}"
+            )
+            cohort["syncMetadata"] = _sync_metadata(sync_rng, computed) if index % 2 == 0 else []
+        items.append(cohort)
+    return items
+
+
+def _definition(name: str, *, predictive: bool) -> dict[str, Any]:
+    """A definition in the shape of Amplitude's docs sample."""
+    return {
+        "version": 3,
+        "countGroup": {"name": "User", "is_computed": False},
+        "cohortType": "PREDICTIVE" if predictive else "UNIQUES",
+        "andClauses": [
+            {
+                "negated": False,
+                "orClauses": [
+                    {
+                        "type": "event",
+                        "time_type": "rolling",
+                        "time_value": 30,
+                        "offset": 0,
+                        "interval": 1,
+                        "type_value": "_active",
+                        "operator": ">=",
+                        "operator_value": 1,
+                        "group_by": [],
+                        "metric": None,
+                        "label": name,
+                    }
+                ],
+            }
+        ],
+        "referenceFrameTimeParams": {},
+    }
+
+
+def _sync_metadata(rng: random.Random, computed: int) -> list[dict[str, Any]]:
+    """One active sync; its times as ISO 8601 with an offset, like the docs sample."""
+    pacific = timezone(timedelta(hours=-7))
+    last = datetime.fromtimestamp(computed - rng.randint(0, 3600), tz=pacific)
+    return [
+        {
+            "target": rng.choice(("braze", "iterable", "hubspot")),
+            "frequency": rng.choice(("minute", "hourly", "daily")),
+            "last_successful": last.isoformat(),
+            "last_failure": None,
+            "params": {"user_id": rng.choice(_OWNERS)},
+        }
+    ]
+
+
+def handle_cohorts(sim: Context, request: SimRequest) -> SimResponse:
+    """``/api/3/cohorts``; refused without the Behavioral Cohorts add-on."""
+    settings = sim.analytics
+    if not settings.cohorts_addon:
+        return SimResponse.error(
+            settings.cohorts_refusal_status, ADDON_MESSAGE, details=ADDON_DETAILS
+        )
+    sync_info = request.params.get("includeSyncInfo", "").lower() == "true"
+    return SimResponse.json(
+        HTTPStatus.OK, {"cohorts": cohort_list(sim.dataset, sync_info=sync_info)}
+    )

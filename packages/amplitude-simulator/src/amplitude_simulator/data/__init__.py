@@ -1,0 +1,1 @@
+"""The simulated project's data: value tables, users, rows, and the hour-indexed dataset."""

@@ -1,0 +1,95 @@
+"""A Singer target that loads RECORD and BATCH messages into DuckDB with ``read_json``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import duckdb
+from singer_sdk import typing as th
+from singer_sdk.helpers.capabilities import PluginCapabilities, TargetCapabilities
+from singer_sdk.target_base import Target
+
+from target_duckdb_batch.sink import DuckDBSink
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
+if TYPE_CHECKING:
+    from singer_sdk.helpers.capabilities import CapabilitiesEnum
+
+
+class TargetDuckDBBatch(Target):
+    """Load Singer streams into one DuckDB database file, one table per stream.
+
+    Table columns are typed from each stream's SCHEMA message and keyed by its key properties;
+    rows with a key already in the table replace it, so loading a range twice adds nothing.
+    BATCH files (JSON lines, gzipped or not) go straight to DuckDB's ``read_json``: no row
+    passes through Python. Every load is one transaction, committed before the target emits
+    the STATE that follows it.
+    """
+
+    name = "target-duckdb-batch"
+    default_sink_class = DuckDBSink
+    capabilities: ClassVar[list[CapabilitiesEnum]] = [
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.BATCH,
+        PluginCapabilities.STREAM_MAPS,
+        PluginCapabilities.FLATTENING,
+        PluginCapabilities.STRUCTURED_LOGGING,
+        TargetCapabilities.VALIDATE_RECORDS,
+    ]
+    config_jsonschema = th.PropertiesList(
+        th.Property(
+            "database",
+            th.StringType,
+            required=True,
+            title="Database file",
+            description="The DuckDB database file (created if missing).",
+        ),
+        th.Property(
+            "default_target_schema",
+            th.StringType,
+            default="main",
+            title="Schema",
+            description="Schema the stream tables are created in (created if missing).",
+        ),
+        th.Property(
+            "memory_limit",
+            th.StringType,
+            title="Memory limit",
+            description="DuckDB's memory_limit, e.g. '1GB' (default: DuckDB's, 80% of RAM).",
+        ),
+    ).to_dict()
+
+    def __init__(self, **kwargs: Any) -> None:
+        """Start without a connection: the database opens on the first stream."""
+        super().__init__(**kwargs)
+        self._connection: duckdb.DuckDBPyConnection | None = None
+        # DuckDB parallelises each load itself; sinks share one connection: one at a time.
+        self.max_parallelism = 1
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The database connection (opened on first use, in UTC)."""
+        if self._connection is None:
+            database = Path(self.config["database"]).expanduser()
+            database.parent.mkdir(parents=True, exist_ok=True)
+            connection = duckdb.connect(str(database))
+            # Zone-less date-times are UTC (TimeZone is the built-in ICU extension's setting).
+            connection.execute("SET TimeZone = 'UTC'")
+            if limit := self.config.get("memory_limit"):
+                connection.execute("SET memory_limit = ?", [limit])
+            self._connection = connection
+        return self._connection
+
+    @override
+    def process_endofpipe(self) -> None:
+        """Drain every sink (the SDK then emits the last STATE), then close the database."""
+        super().process_endofpipe()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None

@@ -1,0 +1,271 @@
+"""target-duckdb-batch end to end in one process: Singer messages in, DuckDB tables out."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from target_duckdb_batch import TargetDuckDBBatch
+from target_duckdb_batch.sink import column_type
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "uuid": {"type": ["string"]},
+        "event_type": {"type": ["string", "null"]},
+        "server_upload_time": {"type": ["string", "null"], "format": "date-time"},
+        "amplitude_id": {"type": ["integer", "null"]},
+        "revenue": {"type": ["number", "null"]},
+        "is_new": {"type": ["boolean", "null"]},
+        "event_properties": {"type": ["object", "null"]},
+        "tags": {"type": ["array", "null"], "items": {"type": "string"}},
+        "paying": {"type": ["string", "number", "boolean", "null"]},
+    },
+}
+
+
+def event(n: int, **changes: Any) -> dict[str, Any]:
+    """One export row (Amplitude's zone-less timestamp format)."""
+    row = {
+        "uuid": f"uuid-{n:04d}",
+        "event_type": "page_view",
+        "server_upload_time": f"2024-03-01 {n % 24:02d}:00:00.123000",
+        "amplitude_id": 10_000_000_000 + n,
+        "revenue": n / 4,
+        "is_new": n % 2 == 0,
+        "event_properties": {"page": f"/p/{n}", "nested": {"depth": n}},
+        "tags": ["a", "b"],
+        "paying": [True, "yes", 3.5, None][n % 4],
+    }
+    row.update(changes)
+    return row
+
+
+def schema_message(stream: str = "export_events", **overrides: Any) -> dict[str, Any]:
+    return {
+        "type": "SCHEMA",
+        "stream": stream,
+        "schema": overrides.get("schema", SCHEMA),
+        "key_properties": overrides.get("key_properties", ["uuid"]),
+    }
+
+
+def batch_file(path: Path, rows: list[dict[str, Any]], *, compress: bool = True) -> str:
+    """Write rows as a JSON-lines BATCH file; its file:// URL."""
+    data = "".join(json.dumps(row) + "\n" for row in rows).encode()
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path.as_uri()
+
+
+def batch_message(*urls: str, compression: str = "gzip") -> dict[str, Any]:
+    return {
+        "type": "BATCH",
+        "stream": "export_events",
+        "encoding": {"format": "jsonl", "compression": compression},
+        "manifest": list(urls),
+    }
+
+
+def state(value: str) -> dict[str, Any]:
+    return {"type": "STATE", "value": {"bookmarks": {"export_events": {"until": value}}}}
+
+
+def record(row: dict[str, Any], stream: str = "export_events") -> dict[str, Any]:
+    return {"type": "RECORD", "stream": stream, "record": row}
+
+
+def run_target(database: Path, messages: list[dict[str, Any]], **config: Any) -> list[Any]:
+    """Feed messages to a fresh target; the STATE values it wrote to stdout."""
+    target = TargetDuckDBBatch(
+        config={"database": str(database), "default_target_schema": "amplitude", **config},
+        validate_config=True,
+    )
+    stdout = io.StringIO()
+    lines = io.StringIO("".join(json.dumps(m) + "\n" for m in messages))
+    original = sys.stdout
+    sys.stdout = stdout
+    try:
+        target.listen(file_input=lines)
+    finally:
+        sys.stdout = original
+    return [json.loads(line) for line in stdout.getvalue().splitlines()]
+
+
+def rows(database: Path, sql: str) -> list[tuple[Any, ...]]:
+    with duckdb.connect(str(database)) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        return con.execute(sql).fetchall()
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    return tmp_path / "db" / "warehouse.duckdb"
+
+
+def test_batch_files_load_typed_and_state_follows(tmp_path: Path, database: Path) -> None:
+    first = batch_file(tmp_path / "a.json.gz", [event(n) for n in range(5)])
+    second = batch_file(tmp_path / "b.json.gz", [event(n) for n in range(5, 8)])
+    states = run_target(
+        database,
+        [schema_message(), batch_message(first), state("h1"), batch_message(second), state("h2")],
+    )
+
+    assert states == [{"bookmarks": {"export_events": {"until": "h2"}}}]
+    assert rows(database, "SELECT count(*), count(DISTINCT uuid) FROM amplitude.export_events") == [
+        (8, 8)
+    ]
+    types = dict(
+        rows(
+            database,
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'amplitude' AND table_name = 'export_events'",
+        )
+    )
+    assert types == {
+        "uuid": "VARCHAR",
+        "event_type": "VARCHAR",
+        "server_upload_time": "TIMESTAMP WITH TIME ZONE",
+        "amplitude_id": "BIGINT",
+        "revenue": "DOUBLE",
+        "is_new": "BOOLEAN",
+        "event_properties": "JSON",
+        "tags": "JSON",
+        "paying": "JSON",
+    }
+    ((uploaded, props, paying, amplitude_id),) = rows(
+        database,
+        "SELECT epoch_us(server_upload_time), CAST(event_properties AS VARCHAR), "
+        "CAST(paying AS VARCHAR), amplitude_id FROM amplitude.export_events WHERE uuid = 'uuid-0001'",
+    )
+    assert uploaded == 1_709_254_800_123_000  # 2024-03-01 01:00:00.123 UTC
+    assert json.loads(props) == {"page": "/p/1", "nested": {"depth": 1}}
+    assert json.loads(paying) == "yes"  # mixed-type values are kept exactly, as JSON
+    assert amplitude_id == 10_000_000_001
+    # The files are read in place and left alone.
+    assert (tmp_path / "a.json.gz").exists()
+
+
+def test_a_range_loaded_twice_adds_nothing_and_newer_rows_replace(
+    tmp_path: Path, database: Path
+) -> None:
+    url = batch_file(tmp_path / "a.json.gz", [event(n) for n in range(6)])
+    run_target(database, [schema_message(), batch_message(url), state("h1")])
+    run_target(database, [schema_message(), batch_message(url), state("h1")])
+    assert rows(database, "SELECT count(*) FROM amplitude.export_events") == [(6,)]
+
+    changed = batch_file(tmp_path / "b.json.gz", [event(2, event_type="purchase"), event(6)])
+    run_target(database, [schema_message(), batch_message(changed), state("h2")])
+    assert rows(database, "SELECT count(*) FROM amplitude.export_events") == [(7,)]
+    assert rows(
+        database, "SELECT event_type FROM amplitude.export_events WHERE uuid = 'uuid-0002'"
+    ) == [("purchase",)]
+
+
+def test_a_key_twice_in_one_load_keeps_the_last_file(tmp_path: Path, database: Path) -> None:
+    older = batch_file(tmp_path / "1.json.gz", [event(1, event_type="old"), event(2)])
+    newer = batch_file(tmp_path / "2.json.gz", [event(1, event_type="new")])
+    run_target(database, [schema_message(), batch_message(older, newer), state("h")])
+    assert rows(database, "SELECT uuid, event_type FROM amplitude.export_events ORDER BY 1") == [
+        ("uuid-0001", "new"),
+        ("uuid-0002", "page_view"),
+    ]
+
+
+def test_record_messages_load_like_batch_files(tmp_path: Path, database: Path) -> None:
+    events = [event(n) for n in range(10)]
+    url = batch_file(tmp_path / "a.json", events, compress=False)
+    batch_db = tmp_path / "batch.duckdb"
+    run_target(batch_db, [schema_message(), batch_message(url, compression="none"), state("h")])
+    changed = event(3, event_type="purchase")
+    messages = [schema_message(), record(changed), *(record(e) for e in events), state("h")]
+    states = run_target(database, messages, batch_size_rows=4)
+
+    assert states == [{"bookmarks": {"export_events": {"until": "h"}}}]
+    query = (
+        "SELECT uuid, event_type, epoch_us(server_upload_time), amplitude_id, revenue, is_new, "
+        "CAST(event_properties AS VARCHAR), CAST(tags AS VARCHAR), CAST(paying AS VARCHAR) "
+        "FROM amplitude.export_events ORDER BY uuid"
+    )
+    loaded = rows(database, query)
+    assert len(loaded) == 10
+    def normalised(found: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return [(*r[:6], *(None if v is None else json.loads(v) for v in r[6:])) for r in found]
+
+    assert normalised(loaded) == normalised(rows(batch_db, query))
+
+
+def test_properties_a_new_schema_adds_become_columns(tmp_path: Path, database: Path) -> None:
+    run_target(database, [schema_message(), record(event(1)), state("h1")])
+    wider = {**SCHEMA, "properties": {**SCHEMA["properties"], "country": {"type": ["string"]}}}
+    run_target(
+        database,
+        [schema_message(schema=wider), record(event(2, country="NL")), state("h2")],
+    )
+    assert rows(database, "SELECT uuid, country FROM amplitude.export_events ORDER BY 1") == [
+        ("uuid-0001", None),
+        ("uuid-0002", "NL"),
+    ]
+
+
+def test_keys_the_schema_lacks_are_ignored(tmp_path: Path, database: Path) -> None:
+    url = batch_file(tmp_path / "a.json.gz", [event(1, unknown_key={"x": 1})])
+    run_target(database, [schema_message(), batch_message(url), state("h")])
+    assert rows(database, "SELECT count(*) FROM amplitude.export_events") == [(1,)]
+
+
+def test_streams_without_keys_are_appended(tmp_path: Path, database: Path) -> None:
+    schema = {"type": "object", "properties": {"day": {"type": "string", "format": "date"}}}
+    messages = [
+        schema_message("daily", schema=schema, key_properties=[]),
+        record({"day": "2024-03-01"}, "daily"),
+        state("h"),
+    ]
+    run_target(database, messages)
+    run_target(database, messages)
+    assert rows(database, "SELECT CAST(day AS VARCHAR) FROM amplitude.daily") == [
+        ("2024-03-01",),
+        ("2024-03-01",),
+    ]
+
+
+def test_no_state_when_a_load_fails(tmp_path: Path, database: Path) -> None:
+    good = batch_file(tmp_path / "a.json.gz", [event(1)])
+    broken = tmp_path / "b.json.gz"
+    broken.write_bytes(gzip.compress(b'{"uuid": "x", "amplitude_id": "not a number"}\n'))
+    with pytest.raises(duckdb.Error):
+        run_target(
+            database,
+            [schema_message(), batch_message(good), state("h1"), batch_message(broken.as_uri())],
+        )
+    # Nothing of that load was committed (both files were one transaction).
+    assert rows(database, "SELECT count(*) FROM amplitude.export_events") == [(0,)]
+
+
+def test_column_types() -> None:
+    assert column_type({"type": ["string", "null"], "format": "date-time"}) == "TIMESTAMPTZ"
+    assert column_type({"type": "string", "format": "date"}) == "DATE"
+    assert column_type({"type": ["integer", "null"]}) == "BIGINT"
+    assert column_type({"anyOf": [{"type": "string"}, {"type": "null"}]}) == "JSON"
+    assert column_type({"type": ["integer", "string", "null"]}) == "JSON"
+    assert column_type({"type": ["object"]}) == "JSON"
+
+
+def test_the_command_line_describes_the_target() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "target_duckdb_batch", "--about", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    about = json.loads(result.stdout)
+    assert about["name"] == "target-duckdb-batch"
+    assert "batch" in about["capabilities"]
+    assert about["settings"]["required"] == ["database"]

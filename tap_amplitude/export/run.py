@@ -1,0 +1,162 @@
+"""One pass over the Export API: windows in order, downloads ahead, lines out, checkpoints.
+
+The stream consumes :class:`LineBlock` items and acts on each :class:`Checkpoint`, which says
+every upload hour before ``until`` has been handed on in full: the bookmark may move there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import typing as t
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from tap_amplitude.client import MAX_TRIES, AmplitudeError
+from tap_amplitude.export.archive import CorruptExportError, LineBlock, read_archive
+from tap_amplitude.export.download import ExportDownloader, WindowTooLargeError
+from tap_amplitude.export.progress import ExportProgress
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator
+    from datetime import datetime
+
+    from tap_amplitude.client import AmplitudeStream
+    from tap_amplitude.export.windows import Window
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Every upload hour before ``until`` has been handed on."""
+
+    until: datetime
+
+
+ExportItem = LineBlock | Checkpoint
+Spool = t.IO[bytes] | None  # None: Amplitude has no data for the window
+
+
+class ExportRun:
+    """Reads ``windows`` in order while up to ``concurrency`` of them download at once."""
+
+    def __init__(
+        self, stream: AmplitudeStream, windows: list[Window], *, concurrency: int = 1
+    ) -> None:
+        """Announce the plan; nothing is requested before :meth:`items` is iterated."""
+        self.stream = stream
+        self.windows = windows
+        self.concurrency = max(1, concurrency)
+        self.download = ExportDownloader(stream)
+        self.progress = ExportProgress(stream, windows)
+
+    def items(self, *, hourly: bool) -> Iterator[ExportItem]:
+        """Lines and checkpoints, window after window; too-large windows are split in place.
+
+        With ``hourly``, a checkpoint also comes at each new upload hour inside a window.
+        """
+        queue = deque(self.windows)
+        in_flight: dict[Window, Future[Spool]] = {}
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="export-download")
+        try:
+            while queue:
+                self._fill(pool, queue, in_flight)
+                window = queue.popleft()
+                try:
+                    spool = in_flight.pop(window).result()
+                except WindowTooLargeError as exc:
+                    queue.extendleft(reversed(window.halves()))
+                    self.stream.logger.info(
+                        "%s: %s for %s; splitting it in halves",
+                        self.stream.name,
+                        exc,
+                        window.label(),
+                    )
+                    continue
+                self._fill(pool, queue, in_flight)
+                yield from self._window_items(window, spool, hourly=hourly)
+                self.progress.window_done(window)
+                yield Checkpoint(window.end)
+        finally:
+            self.download.cancelled.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            for leftover in in_flight.values():
+                leftover.add_done_callback(_close_spool)
+
+    def _fill(
+        self,
+        pool: ThreadPoolExecutor,
+        queue: deque[Window],
+        in_flight: dict[Window, Future[Spool]],
+    ) -> None:
+        """Keep the next ``concurrency`` windows downloading (or downloaded, waiting)."""
+        for window in itertools.islice(queue, self.concurrency):
+            if window not in in_flight:
+                in_flight[window] = pool.submit(self.download, window)
+
+    def _window_items(self, window: Window, spool: Spool, *, hourly: bool) -> Iterator[ExportItem]:
+        """One window's lines; a corrupt member fetches the window again, skipping lines sent."""
+        label = window.label()
+        warned: set[str] = set()
+
+        def warn(problem: str) -> None:
+            if problem not in warned:
+                warned.add(problem)
+                self.stream.logger.warning(
+                    "%s: %s (export for %s)", self.stream.name, problem, label
+                )
+
+        handed_on = 0  # lines of this window already passed on, kept across downloads
+        for attempt in range(1, MAX_TRIES + 1):
+            if spool is None:
+                return
+            self.progress.downloaded(spool)
+            seen = 0
+            current_hour: datetime | None = None
+            try:
+                with spool:
+                    for block in read_archive(spool, warn):
+                        if (
+                            hourly
+                            and seen >= handed_on
+                            and block.hour is not None
+                            and current_hour is not None
+                            and block.hour > current_hour
+                        ):
+                            yield Checkpoint(block.hour)
+                        current_hour = block.hour or current_hour
+                        count = len(block.lines)
+                        if seen + count > handed_on:
+                            skip = max(handed_on - seen, 0)
+                            handed_on = seen + count
+                            self.progress.events += count - skip
+                            yield dataclasses.replace(
+                                block,
+                                window=label,
+                                first_line=block.first_line + skip,
+                                lines=block.lines[skip:],
+                            )
+                        seen += count
+            except CorruptExportError as exc:
+                if attempt == MAX_TRIES:
+                    msg = (
+                        f"{self.stream.name}: the export for {label} is corrupt after "
+                        f"{attempt} downloads ({exc}); nothing after it was read. Re-run "
+                        "later; if it persists, report the window to Amplitude support."
+                    )
+                    raise AmplitudeError(msg) from exc
+                self.stream.logger.warning(
+                    "%s: corrupt archive member for %s (%s); downloading the window again",
+                    self.stream.name,
+                    label,
+                    exc,
+                )
+                spool = self.download(window)
+                continue
+            return
+
+
+def _close_spool(future: Future[Spool]) -> None:
+    """Close the file of a download the run no longer needs."""
+    if not future.cancelled() and future.exception() is None and (spool := future.result()):
+        spool.close()

@@ -1,0 +1,112 @@
+"""Termination signals end a run between two Singer messages, with the signal's exit code.
+
+A handler that raised at any bytecode could abort a write halfway, leaving half a RECORD on
+stdout with a STATE glued to it. Here a signal that arrives while a message is being written
+is held until that write is complete; one that arrives between writes raises at once. Either
+way the run ends with :class:`Interrupted`, which the CLIs turn into one line and exit code
+``128 + signal`` (130 for SIGINT, 143 for SIGTERM), so no scheduler mistakes it for success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import typing as t
+
+from singer_sdk.io_base import SingerWriter
+from typing_extensions import override
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator
+    from types import FrameType
+
+    from singer_sdk.singerlib import Message
+
+
+TERMINATION_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(BaseException):
+    """A termination signal stopped the run; it is raised only between whole messages."""
+
+    def __init__(self, signum: int) -> None:
+        """Keep the signal number."""
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def signal_name(self) -> str:
+        """``SIGINT`` or ``SIGTERM``."""
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process ended by a signal: ``128 + signal``."""
+        return 128 + self.signum
+
+
+class MessageBoundary:
+    """Holds a termination signal back until the message being written is complete."""
+
+    def __init__(self) -> None:
+        """No write in progress, no signal held."""
+        self._depth = 0
+        self._held: int | None = None
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Wrap one whole write; a signal received meanwhile is raised right after it."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if not self._depth and self._held is not None:
+                signum, self._held = self._held, None
+                raise Interrupted(signum)
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002
+        """Signal handler: stop now between messages, or once the current write is done."""
+        if self._depth:
+            self._held = signum
+            return
+        raise Interrupted(signum)
+
+    def install(self) -> None:
+        """Route SIGINT and SIGTERM here (main thread only, as Python requires)."""
+        for signum in TERMINATION_SIGNALS:
+            signal.signal(signum, self.handle)
+
+
+BOUNDARY = MessageBoundary()
+"""The process's one boundary: signals are process-wide, and so is stdout."""
+
+
+def write_whole(data: bytes) -> None:
+    """Write encoded messages to stdout completely before a signal may act.
+
+    A signal can interrupt a large write after part of it reached the pipe; CPython's
+    buffered writer then returns a short count (and the text layer ignores it), so the rest
+    is written here until none is left.
+    """
+    with BOUNDARY.writing():
+        sys.stdout.flush()
+        buffer = getattr(sys.stdout, "buffer", None)
+        if buffer is None:  # stdout replaced by a text stream (in-process test runners)
+            sys.stdout.write(data.decode())
+            sys.stdout.flush()
+            return
+        rest = memoryview(data)
+        while rest:
+            rest = rest[buffer.write(rest) :]
+        buffer.flush()
+
+
+class BoundedSingerWriter(SingerWriter):
+    """The SDK's message writer, each message written whole before a signal acts."""
+
+    @override
+    def write_message(self, message: Message) -> None:
+        """Serialize as the SDK does, then write the whole line."""
+        write_whole((self.format_message(message) + "\n").encode())

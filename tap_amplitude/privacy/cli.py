@@ -1,0 +1,131 @@
+"""The entry point: runs one command, turning every failure into one line and an exit code."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import typing as t
+from pathlib import Path
+
+import click
+import requests
+from singer_sdk.exceptions import RetriableAPIError
+from typing_extensions import override
+
+from tap_amplitude.client import AmplitudeError
+from tap_amplitude.interrupt import BOUNDARY, Interrupted
+
+# The command modules register their commands on ``cli`` when imported.
+from tap_amplitude.privacy import access, deletion, lookup  # noqa: F401
+from tap_amplitude.privacy.base import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    PROG,
+    CliError,
+    RunState,
+    cli,
+    signal_handlers,
+)
+from tap_amplitude.tap import TapAmplitude
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+# ----------------------------------------------------------------------------------------
+# entry point
+
+
+class _NotFromBackoff(logging.Filter):
+    """Drop the backoff library's own lines: retries are logged by the streams, failures by us."""
+
+    @override
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep records not emitted from inside the ``backoff`` package."""
+        return "backoff" not in Path(record.pathname).parts
+
+
+@contextlib.contextmanager
+def _stderr_logging() -> Iterator[None]:
+    """For one invocation, show the tap's warnings (retries, skipped sections) on stderr.
+
+    The SDK's own records (request metrics, progress) are kept out of whatever logging the
+    host process configured: the command's output is its JSON lines and one-line messages.
+    """
+    tap_logger, sdk_logger = logging.getLogger(TapAmplitude.name), logging.getLogger("singer_sdk")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    handler.addFilter(_NotFromBackoff())
+    saved = tap_logger.propagate, sdk_logger.propagate
+    tap_logger.addHandler(handler)
+    tap_logger.propagate = sdk_logger.propagate = False
+    try:
+        yield
+    finally:
+        tap_logger.removeHandler(handler)
+        tap_logger.propagate, sdk_logger.propagate = saved
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure becomes one stderr line and an exit code.
+
+    SIGINT and SIGTERM stop the command with one line saying what was sent and exit code
+    130; they never print a traceback or a Singer message.
+    """
+    state = RunState()
+    with signal_handlers(BOUNDARY.handle), _stderr_logging():
+        try:
+            result = cli.main(
+                args=list(argv) if argv is not None else None,
+                prog_name=PROG,
+                standalone_mode=False,
+                obj=state,
+            )
+        except (Interrupted, KeyboardInterrupt) as stop:
+            name = stop.signal_name if isinstance(stop, Interrupted) else "SIGINT"
+            with signal_handlers(signal.SIG_IGN):  # a second signal must not cut the line
+                click.echo(state.interrupted(name), err=True)
+            return EXIT_INTERRUPTED
+        except Exception as exc:
+            described = _describe_failure(exc, state)
+            if described is None:
+                raise
+            click.echo(described[0], err=True)
+            return described[1]
+    return result if isinstance(result, int) else EXIT_OK
+
+
+def _describe_failure(  # noqa: PLR0911 - one per kind
+    exc: Exception, state: RunState
+) -> tuple[str, int] | None:
+    """The stderr line and exit code for a failure users can act on; None for a bug."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        return exc.format_message(), EXIT_USAGE
+    if isinstance(exc, click.UsageError):
+        command = exc.ctx.command_path if exc.ctx else PROG
+        message = exc.format_message().rstrip(".")
+        return f"{command}: error: {message}. See '{command} --help'.", EXIT_USAGE
+    if isinstance(exc, click.Abort):  # a KeyboardInterrupt, as click reports it
+        return state.interrupted("SIGINT"), EXIT_INTERRUPTED
+    if isinstance(exc, CliError):
+        return f"{PROG}: error: {exc.message}", exc.exit_code
+    if isinstance(exc, AmplitudeError):
+        return f"{PROG}: error: {exc}", EXIT_FAILURE
+    if isinstance(exc, RetriableAPIError):
+        return f"{PROG}: error: {exc} (still failing after retries)", EXIT_FAILURE
+    if isinstance(exc, requests.RequestException):
+        message = (
+            f"{PROG}: error: could not reach Amplitude ({type(exc).__name__}); "
+            "check api_url/region and the network"
+        )
+        return message, EXIT_FAILURE
+    return None
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())
