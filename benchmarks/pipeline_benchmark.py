@@ -1,4 +1,4 @@
-"""Benchmark whole pipelines: Meltano into PostgreSQL and DuckDB, against their floors.
+r"""Benchmark whole pipelines: Meltano into PostgreSQL and DuckDB, against their floors.
 
     uv run python benchmarks/pipeline_benchmark.py             # 100,000 events, median of 3
     uv run python benchmarks/pipeline_benchmark.py --smoke     # 2,000 events, once (CI)
@@ -22,11 +22,16 @@ side, with only ``export_events`` selected:
 Times are wall seconds, medians of ``--repeat`` runs, each from a fresh table. ``× floor``
 compares each pipeline with its floor (PostgreSQL or DuckDB) and each Meltano no-op with the
 direct no-op. Peak RSS is the highest sampled sum of resident memory over the measured process
-tree (Meltano, tap, target; not the PostgreSQL server). Every load is verified: row count,
+tree (Meltano, tap, target; not the PostgreSQL server); ``CPU s`` is the median user + system
+time of that tree, which other work on the machine inflates much less than wall time. Every
+load is verified: row count,
 distinct uuids and one content hash over uuid, event type, both timestamps, ids and the nested
 property bags, which must be equal for the tap's RECORD output, its BATCH files, every
 PostgreSQL table and every DuckDB table.
 
+When the tap's sources changed since scripts/meltano.sh last installed it into Meltano's plugin
+environment, an untimed ``scripts/meltano.sh --version`` reinstalls it before the next Meltano
+run, so that no measured run includes a reinstall.
 Child processes run without ``PYTHONDONTWRITEBYTECODE`` (as on a user's machine, Python caches
 bytecode), so every measured run after the first imports from compiled modules. The machine's
 load average is recorded with the results: other work on the machine slows every row.
@@ -42,13 +47,13 @@ import gzip
 import hashlib
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
@@ -111,6 +116,7 @@ class Result:
     ratio_to: str | None = None
     peak_rss_mb: float | None = None
     load: Load | None = None
+    cpu_seconds: float | None = None  # user + system, the whole process tree (median)
 
 
 @dataclass
@@ -254,45 +260,28 @@ def timed(
     peak = 0.0
     with log.open("wb") as err:
         started = time.perf_counter()
-        process = subprocess.Popen(  # noqa: S602 - pipelines are this module's own strings
+        process = subprocess.Popen(
             command,
             shell=isinstance(command, str),
             executable="/bin/bash" if isinstance(command, str) else None,
             env=env,
             stdout=stdout if stdout is not None else subprocess.DEVNULL,
             stderr=err,
+            start_new_session=True,  # its own process group, stopped whole if we are stopped
         )
-        while process.poll() is None:
-            peak = max(peak, tree_rss_mb(process.pid))
-            time.sleep(0.05)
+        try:
+            while process.poll() is None:
+                peak = max(peak, tree_rss_mb(process.pid))
+                time.sleep(0.05)
+        except BaseException:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
+            raise
         seconds = time.perf_counter() - started
     if process.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
         raise SystemExit(f"failed ({process.returncode}): {command}\n{tail}")
     return seconds, peak
-
-
-def measure(
-    bench: Bench,
-    name: str,
-    command: Callable[[int], list[str] | str],
-    env: dict[str, str],
-    *,
-    before: Callable[[], None] | None = None,
-    repeat: int | None = None,
-) -> tuple[float, list[float], float]:
-    """Median wall seconds, every run's seconds, and the peak RSS of ``repeat`` runs."""
-    runs: list[float] = []
-    peak = 0.0
-    for index in range(repeat or bench.repeat):
-        if before is not None:
-            before()
-        log = bench.work / "logs" / f"{slug(name)}-{index}.log"
-        seconds, rss = timed(command(index), env, log)
-        runs.append(round(seconds, 3))
-        peak = max(peak, rss)
-        print(f"  {name}: run {index + 1}: {seconds:.2f} s", file=sys.stderr, flush=True)
-    return statistics.median(runs), runs, peak
 
 
 def slug(text: str) -> str:
@@ -385,6 +374,24 @@ def duckdb_rows(database: Path, table: str) -> Iterator[dict[str, Any]]:
 
 
 # -- the floors -------------------------------------------------------------------------------
+
+
+def postgres_check(bench: Bench, schema: str) -> Callable[[], Load]:
+    """Verify a PostgreSQL schema's export_events table."""
+    return lambda: summarize(postgres_rows(bench, schema))
+
+
+def tap_sources_changed(meltano_dir: Path) -> bool:
+    """Whether scripts/meltano.sh would reinstall the tap before its next command."""
+    venv = meltano_dir / "extractors" / "tap-amplitude" / "venv"
+    stamp = venv / "tap-amplitude-source-stamp"
+    if not stamp.exists():
+        stamp = venv / ".meltano_plugin_fingerprint"
+    if not stamp.exists():
+        return False
+    since = stamp.stat().st_mtime
+    sources = [ROOT / "pyproject.toml", *(ROOT / "tap_amplitude").rglob("*")]
+    return any(p.is_file() and p.suffix != ".pyc" and p.stat().st_mtime > since for p in sources)
 
 
 def pg_type(schema: dict[str, Any]) -> str:
@@ -486,9 +493,10 @@ def warm_up(sim: AmplitudeSimulator) -> None:
     end = (DAY + timedelta(hours=HOURS - 1)).strftime("%Y%m%dT%H")
     request = urllib.request.Request(  # noqa: S310 - the simulator's own http:// URL
         f"{sim.url}/api/2/export?start={start}&end={end}",
-        headers={"Authorization": "Basic " + base64.b64encode(
-            f"{sim.project.api_key}:{sim.project.secret_key}".encode()
-        ).decode()},
+        headers={
+            "Authorization": "Basic "
+            + base64.b64encode(f"{sim.project.api_key}:{sim.project.secret_key}".encode()).decode()
+        },
     )
     with urllib.request.urlopen(request, timeout=600) as response:  # noqa: S310
         while response.read(1 << 20):
@@ -532,7 +540,7 @@ def stream_schema(catalog: Path) -> dict[str, dict[str, Any]]:
     raise SystemExit("export_events is not in the catalog")
 
 
-def run(args: argparse.Namespace) -> list[Result]:  # noqa: C901, PLR0915 - one script, top to bottom
+def run(args: argparse.Namespace) -> list[Result]:
     """Set everything up, measure every configuration, verify every load."""
     work = Path(tempfile.mkdtemp(prefix="tap-amplitude-pipeline-bench-"))
     (work / "logs").mkdir()
@@ -566,14 +574,35 @@ def run(args: argparse.Namespace) -> list[Result]:  # noqa: C901, PLR0915 - one 
             shutil.rmtree(work, ignore_errors=True)
 
 
-def measure_all(bench: Bench, args: argparse.Namespace) -> list[Result]:  # noqa: PLR0915
-    """Every configuration, in one go."""
+@dataclass
+class Config:
+    """One measured configuration: how to run it, reset before it, and check its load."""
+
+    name: str
+    kind: str  # postgres | duckdb | tap | noop
+    command: list[str] | str
+    shown: str  # the command as the table's readers would type it
+    env: dict[str, str]
+    floor: bool = False
+    before: Callable[[], None] | None = None
+    check: Callable[[], Load] | None = None  # after its last run
+    per_event: bool = True
+    runs: list[float] = field(default_factory=list)
+    peak: float = 0.0
+    cpu: list[float] = field(default_factory=list)
+    load: Load | None = None
+
+
+def measure_all(bench: Bench, args: argparse.Namespace) -> list[Result]:  # noqa: C901, PLR0912, PLR0915
+    """Every configuration, in rounds: one run of each per round, so load spreads evenly."""
+    del args
     work = bench.work
     base_env = clean_environ()
     bench.meltano_dir = Path(base_env.get("MELTANO_SYS_DIR_ROOT") or ROOT / ".meltano")
     batch_dir = work / "batches"
     batch_dir.mkdir()
     duck_path = work / "warehouse.duckdb"
+    floor_db = work / "floor.duckdb"
     bench.env = {
         **base_env,
         "MELTANO_ENVIRONMENT": "dev",
@@ -593,23 +622,20 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> list[Result]:  # noqa
         "TARGET_DUCKDB_BATCH_DATABASE": str(duck_path),
     }
     print("installing Meltano's plugins (if missing)", file=sys.stderr, flush=True)
-    needed = [
-        ("extractors", "tap-amplitude", "tap-amplitude"),
-        ("loaders", "target-postgres", "target-postgres"),
-        ("loaders", "target-duckdb-batch", "target-duckdb-batch"),
-    ]
-    for kind, name, executable in needed:
-        if not Path(bench.plugin_bin(kind, name, executable)).exists():
-            bench.meltano("install", kind.rstrip("s"), name)
+    for kind, name in (
+        ("extractor", "tap-amplitude"),
+        ("loader", "target-postgres"),
+        ("loader", "target-duckdb-batch"),
+    ):
+        if not Path(bench.plugin_bin(f"{kind}s", name, name)).exists():
+            bench.meltano("install", kind, name)
     tap = bench.plugin_bin("extractors", "tap-amplitude", "tap-amplitude")
     target_postgres = bench.plugin_bin("loaders", "target-postgres", "target-postgres")
     target_duckdb = bench.plugin_bin("loaders", "target-duckdb-batch", "target-duckdb-batch")
-    python = sys.executable
-    me = str(Path(__file__).resolve())
+    python, me = sys.executable, str(Path(__file__).resolve())
     bench.catalog = export_only_catalog(bench, tap)
     properties = stream_schema(bench.catalog)
-    tap_json = bench.tap_config()
-    tap_batch_json = bench.tap_config(batch_dir)
+    tap_json, tap_batch_json = bench.tap_config(), bench.tap_config(batch_dir)
     catalog = str(bench.catalog)
     env = bench.child_env()
 
@@ -617,126 +643,76 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> list[Result]:  # noqa
         for leftover in batch_dir.glob("*"):
             leftover.unlink()
 
-    def drop_schema(schema: str) -> Callable[[], None]:
-        return lambda: bench.psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    def fresh_schema(schema: str) -> Callable[[], None]:
+        def reset() -> None:
+            clear_batches()
+            bench.psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
-    def fresh_duckdb() -> None:
-        clear_batches()
-        for path in (duck_path, duck_path.with_name(duck_path.name + ".wal")):
-            path.unlink(missing_ok=True)
+        return reset
 
-    results: list[Result] = []
+    def fresh_duckdb(path: Path) -> Callable[[], None]:
+        def reset() -> None:
+            clear_batches()
+            for leftover in (path, path.with_name(path.name + ".wal")):
+                leftover.unlink(missing_ok=True)
 
-    def add(result: Result) -> None:
-        results.append(result)
-        print(f"{result.configuration}: {result.seconds:.2f} s", file=sys.stderr, flush=True)
+        return reset
 
-    # The tap alone, and its RECORD output and BATCH files for the content hash (not timed).
-    tap_cmd = [tap, "--config", str(tap_json), "--catalog", catalog]
-    seconds, runs, peak = measure(bench, "tap alone", lambda _: tap_cmd, env)
-    records = work / "records.jsonl"
-    with records.open("wb") as out:
-        subprocess.run(tap_cmd, env=env, stdout=out, stderr=subprocess.DEVNULL, check=True)
-    record_load = summarize(record_rows(records))
-    records.unlink()
-    events = record_load.rows
-    add(
-        Result(
-            "tap alone, RECORD → /dev/null",
-            "tap",
-            False,
-            " ".join(["tap-amplitude", *tap_cmd[1:]]),
-            seconds,
-            runs,
-            events,
-            events / seconds,
-            peak_rss_mb=peak,
-            load=record_load,
-        )
-    )
-
-    # Floor, PostgreSQL: tap | orjson→CSV | COPY into a typed table keyed on uuid.
+    # The floors' inputs: the PostgreSQL table definition, the DuckDB column types.
     columns = list(properties)
     columns_file = work / "columns.json"
     columns_file.write_text(json.dumps([[c, pg_type(properties[c]) == "jsonb"] for c in columns]))
     definitions = ", ".join(f'"{c}" {pg_type(properties[c])}' for c in columns)
     column_list = ", ".join(f'"{c}"' for c in columns)
-    psql = bench.pg_bin / "psql"
-    floor_sql = f"\\copy floor.{STREAM} ({column_list}) FROM STDIN WITH (FORMAT csv)"
+    copy = f"\\copy floor.{STREAM} ({column_list}) FROM STDIN WITH (FORMAT csv)"
+    duck_columns = work / "duck-columns.json"
+    duck_columns.write_text(json.dumps({c: duck_type(p) for c, p in properties.items()}))
 
     def fresh_floor_table() -> None:
         bench.psql(
-            f"DROP SCHEMA IF EXISTS floor CASCADE; CREATE SCHEMA floor; "
+            "DROP SCHEMA IF EXISTS floor CASCADE; CREATE SCHEMA floor; "
             f"CREATE TABLE floor.{STREAM} ({definitions}, PRIMARY KEY (uuid))"
         )
 
-    pg_floor_cmd = (
-        f"set -o pipefail; {tap} --config {tap_json} --catalog {catalog} 2>/dev/null "
-        f"| {python} {me} --csv-filter {columns_file} | {psql} -X -q -v ON_ERROR_STOP=1 -c '{floor_sql}'"
-    )
-    seconds, runs, peak = measure(
-        bench, "floor pg", lambda _: pg_floor_cmd, {**env, **bench.pg}, before=fresh_floor_table
-    )
-    add(
-        Result(
+    def batch_files_then_floor() -> Load:
+        batch_load.append(summarize(batch_rows(batch_dir)))
+        return summarize(duckdb_rows(floor_db, STREAM))
+
+    batch_load: list[Load] = []
+    tap_cmd = [tap, "--config", str(tap_json), "--catalog", catalog]
+    configs = [
+        Config(
+            "tap alone, RECORD → /dev/null",
+            "tap",
+            tap_cmd,
+            "tap-amplitude --config … --catalog … > /dev/null",
+            env,
+        ),
+        Config(
             "floor: tap | orjson→CSV | COPY",
             "postgres",
-            True,
+            f"set -o pipefail; {tap} --config {tap_json} --catalog {catalog} 2>/dev/null "
+            f"| {python} {me} --csv-filter {columns_file} "
+            f"| {bench.pg_bin / 'psql'} -X -q -v ON_ERROR_STOP=1 -c '{copy}'",
             "tap-amplitude | orjson → CSV | psql \\copy (typed table, primary key uuid)",
-            seconds,
-            runs,
-            events,
-            events / seconds,
-            peak_rss_mb=peak,
-            load=summarize(postgres_rows(bench, "floor")),
-        )
-    )
-
-    # Floor, DuckDB: the tap's BATCH files, then one read_json with the catalog's types.
-    duck_columns = work / "duck-columns.json"
-    duck_columns.write_text(json.dumps({c: duck_type(p) for c, p in properties.items()}))
-    floor_db = work / "floor.duckdb"
-    duck_floor_cmd = (
-        f"set -e; {tap} --config {tap_batch_json} --catalog {catalog} >/dev/null 2>&1; "
-        f"{python} {me} --duckdb-floor {floor_db} {batch_dir} {duck_columns}"
-    )
-
-    def fresh_floor_db() -> None:
-        clear_batches()
-        floor_db.unlink(missing_ok=True)
-
-    seconds, runs, peak = measure(
-        bench, "floor duckdb", lambda _: duck_floor_cmd, env, before=fresh_floor_db
-    )
-    batch_load = summarize(batch_rows(batch_dir))
-    add(
-        Result(
+            {**env, **bench.pg},
+            floor=True,
+            before=fresh_floor_table,
+            check=lambda: summarize(postgres_rows(bench, "floor")),
+        ),
+        Config(
             "floor: tap BATCH + DuckDB read_json",
             "duckdb",
-            True,
+            f"set -e; {tap} --config {tap_batch_json} --catalog {catalog} >/dev/null 2>&1; "
+            f"{python} {me} --duckdb-floor {floor_db} {batch_dir} {duck_columns}",
             "tap-amplitude (BATCH files); CREATE TABLE AS SELECT * FROM read_json(files, columns)",
-            seconds,
-            runs,
-            events,
-            events / seconds,
-            peak_rss_mb=peak,
-            load=summarize(duckdb_rows(floor_db, STREAM)),
-        )
-    )
-    batch_result = Result(
-        "tap BATCH files (content check only)",
-        "batch-files",
-        False,
-        "",
-        0.0,
-        [],
-        batch_load.rows,
-        None,
-        load=batch_load,
-    )
-
-    # Meltano into PostgreSQL: RECORD, then the recommended BATCH pipeline.
-    meltano_runs = [
+            env,
+            floor=True,
+            before=fresh_duckdb(floor_db),
+            check=batch_files_then_floor,
+        ),
+    ]
+    for name, kind, schema, pipeline in (
         (
             "meltano: tap-amplitude target-postgres (RECORD)",
             "postgres",
@@ -749,52 +725,33 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> list[Result]:  # noqa
             "batches",
             ("tap-amplitude-batch", "target-postgres"),
         ),
-    ]
-    for name, kind, schema, pipeline in meltano_runs:
-        command = [str(MELTANO_SH), "run", "--full-refresh", *pipeline]
-        run_env = {**env, "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema}
-
-        def before(schema: str = schema) -> None:
-            clear_batches()
-            drop_schema(schema)()
-
-        seconds, runs, peak = measure(bench, name, lambda _, c=command: c, run_env, before=before)
-        add(
-            Result(
+    ):
+        configs.append(
+            Config(
                 name,
                 kind,
-                False,
+                [str(MELTANO_SH), "run", "--full-refresh", *pipeline],
                 "scripts/meltano.sh run " + " ".join(pipeline),
-                seconds,
-                runs,
-                events,
-                events / seconds,
-                peak_rss_mb=peak,
-                load=summarize(postgres_rows(bench, schema)),
+                {**env, "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema},
+                before=fresh_schema(schema),
+                check=postgres_check(bench, schema),
             )
         )
-
-    # Meltano into DuckDB: the embedded default (the demo's pipeline).
-    name = "meltano: tap-amplitude-batch target-duckdb-batch (BATCH)"
     pipeline = ("tap-amplitude-batch", "target-duckdb-batch")
-    command = [str(MELTANO_SH), "run", "--full-refresh", *pipeline]
-    seconds, runs, peak = measure(bench, name, lambda _: command, env, before=fresh_duckdb)
-    add(
-        Result(
-            name,
+    configs.append(
+        Config(
+            "meltano: tap-amplitude-batch target-duckdb-batch (BATCH)",
             "duckdb",
-            False,
+            [str(MELTANO_SH), "run", "--full-refresh", *pipeline],
             "scripts/meltano.sh run " + " ".join(pipeline),
-            seconds,
-            runs,
-            events,
-            events / seconds,
-            peak_rss_mb=peak,
-            load=summarize(duckdb_rows(duck_path, f"amplitude.{STREAM}")),
+            env,
+            before=fresh_duckdb(duck_path),
+            check=lambda: summarize(duckdb_rows(duck_path, f"amplitude.{STREAM}")),
         )
     )
-
-    # No-op incremental runs: Meltano with its saved state, and the same tap | target directly.
+    # No-op incremental runs, after the full runs of each round: Meltano with the state it just
+    # saved, and the same tap | target directly, the tap reading that state from a file.
+    noops = []
     for target_name, pipeline, target_cmd in (
         (
             "target-postgres",
@@ -807,61 +764,114 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> list[Result]:  # noqa
             f"{target_duckdb} --config {bench.duckdb_config(duck_path)}",
         ),
     ):
-        run_env = {**env, "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": "batches"}
-        state_id = f"dev:{pipeline[0]}-to-{pipeline[1]}"
-        state = json.loads(bench.meltano("state", "get", state_id))["singer_state"]
         state_file = work / f"state-{target_name}.json"
-        state_file.write_text(json.dumps(state))
-        name = f"no-op: scripts/meltano.sh run {' '.join(pipeline)}"
-        command = [str(MELTANO_SH), "run", *pipeline]
-        meltano_s, meltano_runs_s, meltano_peak = measure(
-            bench, name, lambda _, c=command: c, run_env
-        )
-        direct = (
-            f"set -o pipefail; {tap} --config {tap_batch_json} --catalog {catalog} "
-            f"--state {state_file} 2>/dev/null | {target_cmd} >/dev/null"
-        )
-        direct_name = f"no-op: tap | {target_name}, directly"
-        direct_s, direct_runs, direct_peak = measure(bench, direct_name, lambda _, d=direct: d, env)
-        add(
-            Result(
-                direct_name,
-                "noop",
-                True,
-                f"tap-amplitude --state … | {target_name}",
-                direct_s,
-                direct_runs,
-                0,
-                None,
-                peak_rss_mb=direct_peak,
-            )
-        )
-        add(
-            Result(
-                name,
-                "noop",
-                False,
-                f"scripts/meltano.sh run {' '.join(pipeline)}",
-                meltano_s,
-                meltano_runs_s,
-                0,
-                None,
-                ratio=meltano_s / direct_s,
-                ratio_to=direct_name,
-                peak_rss_mb=meltano_peak,
-            )
-        )
+        state_id = f"dev:{pipeline[0]}-to-{pipeline[1]}"
 
-    # Ratios to the floors.
+        def save_state(state_id: str = state_id, state_file: Path = state_file) -> None:
+            if not state_file.exists():
+                state = json.loads(bench.meltano("state", "get", state_id))["singer_state"]
+                state_file.write_text(json.dumps(state))
+
+        meltano_noop = Config(
+            f"no-op: scripts/meltano.sh run {' '.join(pipeline)}",
+            "noop",
+            [str(MELTANO_SH), "run", *pipeline],
+            f"scripts/meltano.sh run {' '.join(pipeline)}",
+            {**env, "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": "batches"},
+            per_event=False,
+            before=save_state,
+        )
+        direct_noop = Config(
+            f"no-op: tap | {target_name}, directly",
+            "noop",
+            f"set -o pipefail; {tap} --config {tap_batch_json} --catalog {catalog} "
+            f"--state {state_file} 2>/dev/null | {target_cmd} >/dev/null",
+            f"tap-amplitude --state … | {target_name}",
+            env,
+            floor=True,
+            per_event=False,
+            before=save_state,
+        )
+        noops.append((meltano_noop, direct_noop))
+        configs += [direct_noop, meltano_noop]
+
+    for round_index in range(bench.repeat):
+        last = round_index == bench.repeat - 1
+        for config in configs:
+            if config.before is not None:
+                config.before()
+            if isinstance(config.command, list) and tap_sources_changed(bench.meltano_dir):
+                bench.meltano("--version")  # untimed: scripts/meltano.sh reinstalls the tap
+            log = work / "logs" / f"{slug(config.name)}-{round_index}.log"
+            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+            seconds, rss = timed(config.command, config.env, log)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            config.runs.append(round(seconds, 3))
+            config.cpu.append(
+                round(after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime, 3)
+            )
+            config.peak = max(config.peak, rss)
+            print(
+                f"  round {round_index + 1}: {config.name}: {seconds:.2f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            if last and config.check is not None:
+                config.load = config.check()
+
+    # The tap's RECORD output (not timed): the reference for every content hash.
+    records = work / "records.jsonl"
+    with records.open("wb") as out:
+        subprocess.run(tap_cmd, env=env, stdout=out, stderr=subprocess.DEVNULL, check=True)
+    configs[0].load = summarize(record_rows(records))
+    records.unlink()
+    events = configs[0].load.rows
+
+    results = []
+    for config in configs:
+        seconds = statistics.median(config.runs)
+        results.append(
+            Result(
+                config.name,
+                config.kind,
+                config.floor,
+                config.shown,
+                seconds,
+                config.runs,
+                events if config.per_event else 0,
+                events / seconds if config.per_event else None,
+                peak_rss_mb=config.peak,
+                load=config.load,
+                cpu_seconds=statistics.median(config.cpu),
+            )
+        )
+    by_name = {r.configuration: r for r in results}
     floors = {r.kind: r for r in results if r.floor and r.kind in {"postgres", "duckdb"}}
     for result in results:
         if result.kind in floors:
-            result.ratio = result.seconds / floors[result.kind].seconds
             result.ratio_to = floors[result.kind].configuration
         elif result.kind == "tap":
-            result.ratio = result.seconds / floors["postgres"].seconds
             result.ratio_to = floors["postgres"].configuration
-    results.append(batch_result)
+        if result.ratio_to:
+            result.ratio = result.seconds / by_name[result.ratio_to].seconds
+    for meltano_noop, direct_noop in noops:
+        result = by_name[meltano_noop.name]
+        result.ratio_to = direct_noop.name
+        result.ratio = result.seconds / by_name[direct_noop.name].seconds
+    if batch_load:
+        results.append(
+            Result(
+                "tap BATCH files (content check only)",
+                "batch-files",
+                False,  # noqa: FBT003
+                "",
+                0.0,
+                [],
+                batch_load[0].rows,
+                None,
+                load=batch_load[0],
+            )
+        )
     return results
 
 
@@ -869,10 +879,8 @@ def verify(results: list[Result]) -> list[str]:
     """Problems with the loads: every one must equal the tap's RECORD output."""
     loads = [(r.configuration, r.load) for r in results if r.load is not None]
     reference = loads[0][1]
-    assert reference is not None
     problems = []
     for name, load in loads:
-        assert load is not None
         if load.rows != reference.rows or load.uuids != reference.rows:
             problems.append(
                 f"{name}: {load.rows} rows, {load.uuids} uuids, expected {reference.rows}"
@@ -885,8 +893,8 @@ def verify(results: list[Result]) -> list[str]:
 def table(results: list[Result]) -> str:
     """The one table: configuration, wall s, events/s, × floor, peak RSS."""
     lines = [
-        "| configuration | wall s | events/s | × floor | peak RSS |",
-        "|---|---:|---:|---:|---:|",
+        "| configuration | wall s | events/s | × floor | peak RSS | CPU s |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if r.kind == "batch-files":
@@ -895,7 +903,8 @@ def table(results: list[Result]) -> str:
         ratio = f"{r.ratio:.2f}" if r.ratio is not None else ("1.00" if r.floor else "–")
         rss = f"{r.peak_rss_mb:.0f} MB" if r.peak_rss_mb else "–"
         name = r.configuration.replace("|", "\\|")
-        lines.append(f"| {name} | {r.seconds:.2f} | {rate} | {ratio} | {rss} |")
+        cpu = f"{r.cpu_seconds:.1f}" if r.cpu_seconds is not None else "–"
+        lines.append(f"| {name} | {r.seconds:.2f} | {rate} | {ratio} | {rss} | {cpu} |")
     return "\n".join(lines)
 
 
@@ -908,10 +917,14 @@ def svg_chart(results: list[Result], events: int) -> str:
     longest = max(r.seconds for r in shown)
     scale = (width - left - 70) / longest
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        'font-family="sans-serif" font-size="12">',
-        f'<text x="{width / 2}" y="22" text-anchor="middle" font-size="14">Pipelines at '
-        f"{events:,} events: wall seconds (shorter is better; grey = floor)</text>",
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            'font-family="sans-serif" font-size="12">'
+        ),
+        (
+            f'<text x="{width / 2}" y="22" text-anchor="middle" font-size="14">Pipelines at '
+            f"{events:,} events: wall seconds (shorter is better; grey = floor)</text>"
+        ),
     ]
     for index, r in enumerate(shown):
         y = top + index * (bar_h + gap)
@@ -932,11 +945,11 @@ def svg_chart(results: list[Result], events: int) -> str:
 
 def main() -> None:
     """Measure, verify, print the table, write JSON and the chart."""
-    if len(sys.argv) == 3 and sys.argv[1] == "--csv-filter":  # the floor's CSV filter
+    if sys.argv[1:2] == ["--csv-filter"]:  # the floor's CSV filter
         csv_filter(sys.argv[2])
         return
-    if len(sys.argv) == 5 and sys.argv[1] == "--duckdb-floor":  # the floor's DuckDB load
-        duckdb_floor_load(*sys.argv[2:])
+    if sys.argv[1:2] == ["--duckdb-floor"]:  # the floor's DuckDB load
+        duckdb_floor_load(*sys.argv[2:5])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -961,9 +974,7 @@ def main() -> None:
         print("FAILED")
         for problem in problems:
             print(f"  {problem}")
-    else:
-        ref = loads[0].load
-        assert ref is not None
+    elif (ref := loads[0].load) is not None:
         print(f"{ref.rows:,} rows, {ref.uuids:,} distinct uuids, content hash {ref.digest} in each")
     report = {
         "events": results[0].events,

@@ -96,7 +96,9 @@ umask 022
 export DAGSTER_HOME=$OUT/home
 export TAP_AMPLITUDE_DAGSTER_TAP_CONFIG=$OUT/tap.json
 export TAP_AMPLITUDE_DAGSTER_TARGET="$TARGET_POSTGRES --config $OUT/target-postgres.json"
+# The simulator's three days: 72 hourly partitions.
 export TAP_AMPLITUDE_DAGSTER_START=${TAP_AMPLITUDE_DAGSTER_START:-2024-03-01T00:00:00Z}
+export TAP_AMPLITUDE_DAGSTER_END=${TAP_AMPLITUDE_DAGSTER_END:-2024-03-04T00:00:00Z}
 
 step "dagster dev on http://127.0.0.1:$PORT (Ctrl-C stops it)"
 cat >&2 <<EOF

@@ -7,7 +7,9 @@
 #    and the project's environment (`uv sync`);
 # 2. Meltano 4.4.1 in .venv-meltano, then the plugins meltano.yml defines;
 # 3. the simulator on 127.0.0.1:8765 with 3 days of data from 2024-03-01 (stopped on exit);
-# 4. meltano run tap-amplitude target-jsonl duckdb:load   -> output/warehouse.duckdb
+# 4. meltano run tap-amplitude-batch target-duckdb-batch   -> output/warehouse.duckdb
+#    (the tap writes gzipped JSON-lines BATCH files under output/batches; the project's DuckDB
+#    target, packages/target-duckdb-batch, loads them with DuckDB's read_json)
 # 5. what arrived: rows per stream, a few events, events per day.
 #
 # Run it again: Meltano keeps the bookmark, so the second run fetches no new events and the
@@ -49,8 +51,8 @@ done
 cat output/simulator.log
 export TAP_AMPLITUDE_API_URL="http://127.0.0.1:$PORT" TAP_AMPLITUDE_PROFILE_API_URL="http://127.0.0.1:$PORT"
 
-step "meltano run tap-amplitude target-jsonl duckdb:load"
-scripts/meltano.sh run tap-amplitude target-jsonl duckdb:load
+step "meltano run tap-amplitude-batch target-duckdb-batch"
+scripts/meltano.sh run tap-amplitude-batch target-duckdb-batch
 
 step "What arrived (meltano invoke duckdb:summary)"
 scripts/meltano.sh --log-level warning invoke duckdb:summary
@@ -59,5 +61,5 @@ cat <<'EOF'
 
 Done. The tables are in output/warehouse.duckdb (schema "amplitude"). Try:
   scripts/meltano.sh invoke duckdb:query "select event_type, count(*) from amplitude.export_events group by 1 order by 2 desc"
-  scripts/meltano.sh state get dev:tap-amplitude-to-target-jsonl      # the bookmark
+  scripts/meltano.sh state get dev:tap-amplitude-batch-to-target-duckdb-batch   # the bookmark
 EOF

@@ -22,4 +22,6 @@ find_uv "$PWD"
 "$UV_BIN" run --locked ruff format --check .
 "$UV_BIN" run --locked mypy
 scripts/meltano.sh install
-"$UV_BIN" run --locked pytest "$@"
+# Three workers: most tests wait on processes and sockets, not the CPU. Each file stays on one
+# worker and the end-to-end tests share one (tests/conftest.py groups them).
+"$UV_BIN" run --locked pytest -n 3 --dist loadgroup "$@"

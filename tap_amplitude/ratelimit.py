@@ -6,7 +6,10 @@ Amplitude limits every project (docs/amplitude-api.md §3.1):
 * Dashboard REST queries cost ``days × conditions × endpoint cost`` (1 for every endpoint this
   tap reads; each group-by counts as 4 conditions), at most 1,000 per 5 minutes and 108,000
   per hour;
-* User Search and User Activity together: 360 requests per hour.
+* User Search and User Activity together: 360 requests per hour;
+* the Taxonomy API, per key: at most 4 cost in flight and 7,200 per hour, a GET costing 1
+  (§10.2);
+* cohort download requests: 60 per 10 minutes (§11.4; the monthly quota is the stream's).
 
 By default budgets are kept in memory, per project, for the whole process and every thread in
 it (pyrate-limiter's thread-safe buckets plus a semaphore). With ``rate_limits.backend`` they
@@ -20,6 +23,7 @@ the stream, honouring ``Retry-After``.
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 import time
 import typing as t
@@ -40,6 +44,11 @@ if t.TYPE_CHECKING:
 
     from tap_amplitude.shared_slots import SharedSlots
 
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
 P = t.ParamSpec("P")
 R = t.TypeVar("R")
 
@@ -54,6 +63,9 @@ DATE_PARAM_FORMAT = "%Y%m%d"
 
 COST_BUDGET = "Dashboard cost"
 USER_LOOKUP_BUDGET = "user lookups"
+TAXONOMY_BUDGET = "taxonomy cost"
+COHORT_REQUEST_BUDGET = "cohort download requests"
+COHORT_WINDOW_SECONDS = 600.0
 
 # Endpoints whose queries are priced in cost units (1 × days × conditions each).
 COST_ENDPOINTS: tuple[str, ...] = (
@@ -62,8 +74,15 @@ COST_ENDPOINTS: tuple[str, ...] = (
     "/api/2/events/list",
     "/api/2/annotations",
     "/api/3/cohorts",
+    "/api/3/annotations",
+    "/api/3/annotation-categories",
 )
+# Saved-chart results: cost undocumented, taken as 1 (docs/amplitude-api.md §13.4).
+COST_PREFIXES: tuple[str, ...] = ("/api/3/chart/",)
 USER_LOOKUP_ENDPOINTS: tuple[str, ...] = ("/api/2/usersearch", "/api/2/useractivity")
+TAXONOMY_PREFIX = "/api/2/taxonomy/"
+# Step 1 of a cohort download (its /file and status reads are not counted, §11.4).
+COHORT_REQUEST_PREFIX = "/api/5/cohorts/request/"
 
 
 @dataclass(frozen=True)
@@ -78,8 +97,12 @@ class RateLimits:
     cost_per_short_window: int = 1000
     cost_per_long_window: int = 108_000
     user_lookups_per_long_window: int = 360
+    taxonomy_cost_per_long_window: int = 7200
+    taxonomy_concurrent_requests: int = 4
+    cohort_requests_per_window: int = 60
     short_window_seconds: float = SHORT_WINDOW_SECONDS
     long_window_seconds: float = LONG_WINDOW_SECONDS
+    cohort_window_seconds: float = COHORT_WINDOW_SECONDS
     # sqlite:///path, postgresql://… or redis://…: budgets and slots shared by every process
     # naming it (see shared_slots.py); None keeps them in this process's memory.
     backend: str | None = None
@@ -91,6 +114,9 @@ class RateLimits:
             self.cost_per_short_window,
             self.cost_per_long_window,
             self.user_lookups_per_long_window,
+            self.taxonomy_cost_per_long_window,
+            self.taxonomy_concurrent_requests,
+            self.cohort_requests_per_window,
         )
         if min(numbers) < 1:
             msg = f"rate limits must be at least 1, got {self}"
@@ -118,9 +144,17 @@ class RateLimits:
             user_lookups_per_long_window=int(
                 settings.get("user_lookups_per_hour") or defaults.user_lookups_per_long_window
             ),
+            taxonomy_cost_per_long_window=int(
+                settings.get("taxonomy_cost_per_hour") or defaults.taxonomy_cost_per_long_window
+            ),
+            taxonomy_concurrent_requests=int(
+                settings.get("taxonomy_concurrent_requests")
+                or defaults.taxonomy_concurrent_requests
+            ),
             backend=settings.get("backend") or None,
         )
 
+    @override
     def __repr__(self) -> str:
         """The limits, with any password in the backend URL masked (reprs reach logs)."""
         fields = ", ".join(
@@ -146,6 +180,12 @@ def request_charge(path: str, params: Mapping[str, str]) -> Charge | None:
     """
     if path.endswith(USER_LOOKUP_ENDPOINTS):
         return Charge(USER_LOOKUP_BUDGET, 1)
+    if TAXONOMY_PREFIX in path:
+        return Charge(TAXONOMY_BUDGET, 1)  # the tap only reads: a GET costs 1 (§10.2)
+    if COHORT_REQUEST_PREFIX in path and not path.endswith("/file"):
+        return Charge(COHORT_REQUEST_BUDGET, 1)
+    if any(prefix in path for prefix in COST_PREFIXES):
+        return Charge(COST_BUDGET, 1)
     if not path.endswith(COST_ENDPOINTS):
         return None
     group_bys = [value for value in params.get("g", "").split(",") if value]
@@ -211,7 +251,8 @@ class _Budget:
         wait_ms = self.bucket.waiting(RateItem(self.label, now, weight))
         window, limit = self.windows.get(failing.interval, ""), failing.limit
         seconds = max(0, wait_ms) / 1000 if isinstance(wait_ms, int) else 0.0
-        log(self.label, seconds, f"{limit} per {window}", amount)
+        if seconds > 0:  # (a shared bucket that was only busy has nothing to wait for)
+            log(self.label, seconds, f"{limit} per {window}", amount)
         self.limiter.try_acquire(self.label, weight)
 
 
@@ -232,13 +273,17 @@ class ProjectLimiter:
         )
         short_ms = int(limits.short_window_seconds * stretch * 1000)
         long_ms = int(limits.long_window_seconds * stretch * 1000)
+        cohort_ms = int(limits.cohort_window_seconds * stretch * 1000)
         windows = {
             short_ms: _describe_window(limits.short_window_seconds),
             long_ms: _describe_window(limits.long_window_seconds),
+            cohort_ms: _describe_window(limits.cohort_window_seconds),
         }
         rates = {
             COST_BUDGET: _cost_rates(limits, short_ms, long_ms),
             USER_LOOKUP_BUDGET: [Rate(limits.user_lookups_per_long_window, long_ms)],
+            TAXONOMY_BUDGET: [Rate(limits.taxonomy_cost_per_long_window, long_ms)],
+            COHORT_REQUEST_BUDGET: [Rate(limits.cohort_requests_per_window, cohort_ms)],
         }
         self.backend = SharedBackend.open(limits.backend) if limits.backend else None
         scope = f"{project[:16] or 'default'}"
@@ -258,6 +303,13 @@ class ProjectLimiter:
             None
             if self.backend is None
             else self.backend.slots(f"{scope}_concurrency", limits.concurrent_requests)
+        )
+        # Taxonomy's own "4 cost in flight" (§10.2), held inside the REST slot.
+        self.taxonomy_slots = threading.BoundedSemaphore(limits.taxonomy_concurrent_requests)
+        self.shared_taxonomy_slots: SharedSlots | None = (
+            None
+            if self.backend is None
+            else self.backend.slots(f"{scope}_taxonomy", limits.taxonomy_concurrent_requests)
         )
 
     @contextmanager
@@ -280,6 +332,28 @@ class ProjectLimiter:
         charge = prepared_charge(prepared)
         if charge is not None:
             self.budgets[charge.budget].acquire(charge.amount, log=log_wait)
+        if charge is not None and charge.budget == TAXONOMY_BUDGET:
+            with self._taxonomy_slot(), self._rest_slot(prepared, stream=stream, logger=logger):
+                yield
+            return
+        with self._rest_slot(prepared, stream=stream, logger=logger):
+            yield
+
+    @contextmanager
+    def _taxonomy_slot(self) -> Iterator[None]:
+        """One of taxonomy's in-flight slots, in this process and in a shared backend."""
+        with self.taxonomy_slots:
+            if self.shared_taxonomy_slots is None:
+                yield
+                return
+            with self.shared_taxonomy_slots.held():
+                yield
+
+    @contextmanager
+    def _rest_slot(
+        self, prepared: requests.PreparedRequest, *, stream: str, logger: logging.Logger
+    ) -> Iterator[None]:
+        """A concurrency slot for a request to the REST host (other hosts need none)."""
         if not (prepared.url or "").startswith(self.rest_prefix):
             yield
             return
@@ -355,7 +429,12 @@ def _describe_window(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-_BUCKET_NAMES = {COST_BUDGET: "dashboard_cost", USER_LOOKUP_BUDGET: "user_lookups"}
+_BUCKET_NAMES = {
+    COST_BUDGET: "dashboard_cost",
+    USER_LOOKUP_BUDGET: "user_lookups",
+    TAXONOMY_BUDGET: "taxonomy_cost",
+    COHORT_REQUEST_BUDGET: "cohort_requests",
+}
 
 _LIMITERS: dict[tuple[str, RateLimits], ProjectLimiter] = {}
 _LIMITERS_LOCK = threading.Lock()

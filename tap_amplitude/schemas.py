@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing as t
+
 from singer_sdk import typing as th
 
 # Free-form property bags: kept whole, never stripped (additionalProperties stays true).
@@ -73,4 +75,29 @@ EVENT_PROPERTIES = th.PropertiesList(
     th.Property("user_id", th.StringType),
     th.Property("user_properties", PROPERTY_BAG),
     th.Property("version_name", th.StringType),
+)
+
+# Fields every Taxonomy API property item has: event, user and group properties (§10.4).
+TAXONOMY_PROPERTY_FIELDS: tuple[th.Property[t.Any], ...] = (
+    th.Property("description", th.StringType),
+    th.Property("type", th.StringType, description="string, number, boolean, enum or any."),
+    th.Property("regex", th.StringType, description="Pattern values must match."),
+    th.Property(
+        "enum_values",
+        th.CustomType({"type": ["string", "array", "null"], "items": {"type": "string"}}),
+        description="Allowed values: a comma-separated string (or a list) as Amplitude sends it.",
+    ),
+    th.Property("is_array_type", th.BooleanType),
+    th.Property("is_hidden", th.BooleanType),
+    th.Property(
+        "classifications",
+        th.ArrayType(th.StringType),
+        description="PII, SENSITIVE or REVENUE (needs Data Access Controls).",
+    ),
+)
+
+# An annotation category; Amplitude names it ``name`` or ``category`` (§12.2), the tap ``name``.
+ANNOTATION_CATEGORY = th.ObjectType(
+    th.Property("id", th.IntegerType),
+    th.Property("name", th.StringType),
 )

@@ -27,6 +27,7 @@ __all__ = [
     "BulkRecordStream",
     "HookedTap",
     "tap_of",
+    "write_state",
 ]
 
 PRIVATE_API: dict[str, str] = {
@@ -34,7 +35,8 @@ PRIVATE_API: dict[str, str] = {
         "the per-record loop; export_events replaces it to write RECORD messages in blocks"
     ),
     "singer_sdk.streams.core.Stream._write_state_message": (
-        "emits STATE; export_events checkpoints at hour boundaries inside a window"
+        "emits STATE; export_events checkpoints at hour boundaries inside a window, "
+        "cohort_members after each cohort"
     ),
     "singer_sdk.streams.core.Stream._tap": "the tap object, which holds the one pooled session",
     "singer_sdk.plugin_base.PluginBase._validate_config": (
@@ -54,6 +56,11 @@ PRIVATE_API: dict[str, str] = {
 def tap_of(stream: Stream) -> Tap:
     """The tap a stream belongs to."""
     return stream._tap  # noqa: SLF001
+
+
+def write_state(stream: Stream) -> None:
+    """Emit the stream's current STATE now, mid-sync."""
+    stream._write_state_message()  # noqa: SLF001
 
 
 class BulkRecordStream(Stream):

@@ -439,6 +439,12 @@ def config_problems(config: Mapping[str, t.Any]) -> list[str]:
             parts = urlsplit(str(value))
             if parts.scheme not in {"http", "https"} or not parts.netloc:
                 problems.append(f"{key}: is not an http(s) URL (e.g. https://amplitude.com)")
+    if config.get("storage_export_url"):
+        from tap_amplitude.storage.source import scheme_problem  # noqa: PLC0415 - no cycle
+
+        problem = scheme_problem(str(config["storage_export_url"]))
+        if problem:
+            problems.append(f"storage_export_url: {problem}")
     return problems
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 import threading
 import time
 import typing as t
@@ -32,6 +33,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from tap_amplitude.settings import SettingsError
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -236,6 +242,7 @@ class _FileSlots(_PollingSlots):
             for index in range(count)
         ]
 
+    @override
     def _try(self, index: int) -> t.Any:
         from filelock import Timeout  # noqa: PLC0415
 
@@ -246,7 +253,8 @@ class _FileSlots(_PollingSlots):
             return None
         return lock
 
-    def _release(self, index: int, token: t.Any) -> None:  # noqa: ARG002
+    @override
+    def _release(self, index: int, token: t.Any) -> None:
         token.release()
 
 
@@ -258,6 +266,7 @@ class _AdvisoryLockSlots(_PollingSlots):
         self.pool = pool
         self.key = zlib.crc32(f"tap_amplitude:{name}".encode()) & 0x7FFFFFFF
 
+    @override
     def _try(self, index: int) -> t.Any:
         connection = self.pool.getconn()
         try:
@@ -273,6 +282,7 @@ class _AdvisoryLockSlots(_PollingSlots):
         self.pool.putconn(connection)
         return None
 
+    @override
     def _release(self, index: int, token: t.Any) -> None:
         try:
             token.execute("SELECT pg_advisory_unlock(%s, %s)", (self.key, index))
@@ -289,6 +299,7 @@ class _RedisSlots(_PollingSlots):
         self.prefix = f"tap_amplitude:{name}:"
         self.release_script = client.register_script(_REDIS_RELEASE)
 
+    @override
     def _try(self, index: int) -> t.Any:
         token = uuid.uuid4().hex
         taken = self.client.set(
@@ -296,5 +307,6 @@ class _RedisSlots(_PollingSlots):
         )
         return token if taken else None
 
+    @override
     def _release(self, index: int, token: t.Any) -> None:
         self.release_script(keys=[f"{self.prefix}{index}"], args=[token])

@@ -179,7 +179,7 @@ class TapAmplitude(HookedTap):
                 "Export windows downloaded at the same time (1-4). Records still come in "
                 "upload-hour order with the same STATE; each download counts against the "
                 "project's concurrent-request cap and budgets, and is spooled to the temporary "
-                "directory, which needs room for this many windows."
+                "directory, which needs room for up to twice this many windows."
             ),
         ),
         th.Property(
@@ -189,6 +189,31 @@ class TapAmplitude(HookedTap):
             description=(
                 "Amplitude project id; when set, records of every stream carry it as `app`, "
                 "so several projects can be loaded side by side (export rows always do)."
+            ),
+        ),
+        th.Property(
+            "storage_export_url",
+            th.StringType,
+            title="Cloud-storage export URL",
+            description=(
+                "Read Amplitude's S3 / GCS export instead of the Export API: the folder holding "
+                "its {app_id}/ (events) and -{org_id}/ (merged ids) folders, as "
+                "s3://bucket/prefix, gs://bucket/prefix or file:///path. export_events then "
+                "reads the bucket (same records and keys, any volume) and merged_ids is filled. "
+                "Needs tap-amplitude[s3] or [gcs]."
+            ),
+        ),
+        th.Property(
+            "storage_options",
+            th.ObjectType(additional_properties=True),
+            secret=True,
+            title="Cloud-storage options",
+            description=(
+                'Passed to the fsspec filesystem (s3fs, gcsfs): e.g. {"key": …, "secret": '
+                '…}, {"profile": "amplitude-reader"}, {"endpoint_url": …}, '
+                '{"token": "/path/key.json"} or {"anon": true}. Default: the '
+                "cloud's own credential chain (AWS environment, profile or role; "
+                "GOOGLE_APPLICATION_CREDENTIALS)."
             ),
         ),
         th.Property(
@@ -219,6 +244,61 @@ class TapAmplitude(HookedTap):
             ),
         ),
         th.Property(
+            "cohort_ids",
+            th.ArrayType(th.StringType),
+            default=[],
+            title="Cohorts to download",
+            description=(
+                "cohort_members: ids of the cohorts whose members are downloaded. Default: "
+                "every cohort the cohorts listing shows, archived ones excepted."
+            ),
+        ),
+        th.Property(
+            "cohort_member_properties",
+            th.ArrayType(th.StringType),
+            default=[],
+            title="Cohort member properties",
+            description=(
+                "cohort_members: user properties downloaded with each member (Amplitude's "
+                "propKeys, e.g. plan or country), kept in the record's `properties`. Default: "
+                "none, the quickest export."
+            ),
+        ),
+        th.Property(
+            "cohort_download_trigger",
+            th.StringType,
+            default="last_modified",
+            allowed_values=["last_modified", "last_computed"],
+            title="Cohort download trigger",
+            description=(
+                "cohort_members: download a cohort again when its lastMod changed "
+                "(last_modified: definition edits, fewest downloads), or also when Amplitude "
+                "recomputed its members (last_computed: fresher, but more of the project's "
+                "500 cohort downloads a month)."
+            ),
+        ),
+        th.Property(
+            "cohort_export_wait_seconds",
+            th.IntegerType(minimum=0),
+            default=600,
+            title="Cohort export wait (seconds)",
+            description=(
+                "cohort_members: how long to poll an export Amplitude is still computing "
+                "before skipping that cohort with a log line; the next run polls the same "
+                "export again rather than spending another download."
+            ),
+        ),
+        th.Property(
+            "chart_ids",
+            th.ArrayType(th.StringType),
+            default=[],
+            title="Saved charts",
+            description=(
+                "chart_results: ids of saved charts (the last part of a chart's URL) whose "
+                "results are read, one record per chart per run."
+            ),
+        ),
+        th.Property(
             "rate_limits",
             th.ObjectType(
                 th.Property(
@@ -235,6 +315,16 @@ class TapAmplitude(HookedTap):
                     "user_lookups_per_hour",
                     th.IntegerType(minimum=1),
                     description="User search and user activity requests per hour (Amplitude: 360).",
+                ),
+                th.Property(
+                    "taxonomy_cost_per_hour",
+                    th.IntegerType(minimum=1),
+                    description="Taxonomy API cost per hour, a GET costing 1 (Amplitude: 7200).",
+                ),
+                th.Property(
+                    "taxonomy_concurrent_requests",
+                    th.IntegerType(minimum=1),
+                    description="Taxonomy API requests in flight at once (Amplitude: 4).",
                 ),
                 th.Property(
                     "concurrent_requests",

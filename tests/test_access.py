@@ -285,13 +285,13 @@ def test_the_dsar_cost_budget_is_respected_and_a_429_is_ridden_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Client side: POST 8 + GET 1 + GET 1 fill a budget of 10; the next GET waits a window.
-    budget = DsarBudget(limit=10, window=1.0)
+    budget = DsarBudget(limit=10, window=2.0)
     started = time.monotonic()
     for cost in (8, 1, 1):
         budget.take(cost)
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1.5  # no wait (a wide margin for a loaded machine)
     budget.take(1)
-    assert time.monotonic() - started >= 0.9
+    assert time.monotonic() - started >= 1.9
 
     # The CLI pays every DSAR request from its budget, so it never meets the server's 429.
     monkeypatch.setattr(dsar_module, "DSAR_COST_PER_HOUR", 10)

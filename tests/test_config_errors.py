@@ -24,7 +24,7 @@ from tap_amplitude.client import AmplitudeStream
 from tap_amplitude.settings import coerce_value, parse_text, read_json_file
 from tap_amplitude.tap import TapAmplitude, report_failures
 from tests.conftest import SMALL_DATASET
-from tests.helpers import parse_messages, select_only, simulator_config
+from tests.helpers import discovered_catalog, parse_messages, select_only, simulator_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -570,10 +570,15 @@ def test_disk_full_mid_run_is_one_line(
         return _FullDisk()
 
     monkeypatch.setattr(tempfile, "TemporaryFile", temporary_file)
+    catalog = _write(
+        tmp_path / "catalog.json", select_only(["export_events"], discovered_catalog())
+    )
     with AmplitudeSimulator(SMALL_DATASET) as simulator:
         config = _write(tmp_path / "config.json", simulator_config(simulator))
         with pytest.raises(SystemExit) as exit_info:
-            TapAmplitude.cli.main(["--config", str(config)], standalone_mode=False)
+            TapAmplitude.cli.main(
+                ["--config", str(config), "--catalog", str(catalog)], standalone_mode=False
+            )
         asked_export = any("/api/2/export" in r.path for r in simulator.requests)
     assert asked_export
     assert exit_info.value.code == 1

@@ -13,26 +13,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 
-dg = pytest.importorskip("dagster")
-
-from amplitude_simulator import AmplitudeSimulator, Fault  # noqa: E402
-from tap_amplitude.dagster import (  # noqa: E402
+from amplitude_simulator import AmplitudeSimulator, Fault
+from tap_amplitude.dagster import (
     AmplitudeProject,
     MeltanoJob,
     SingerTarget,
     build_definitions,
     newest_closed_partition,
 )
-from tap_amplitude.dagster.assets import export_cron, failure_message  # noqa: E402
-from tap_amplitude.dagster.pipeline import (  # noqa: E402
+from tap_amplitude.dagster.assets import export_cron, failure_message
+from tap_amplitude.dagster.pipeline import (
     PipelineError,
     TapRun,
     meltano_command,
     run_pipeline,
 )
-from tests.helpers import simulator_config  # noqa: E402
+from tests.helpers import simulator_config
 
 UTC = timezone.utc
 START = datetime(2024, 3, 1, tzinfo=UTC)
@@ -91,6 +90,19 @@ def test_a_daily_tick_requests_yesterday_once_the_lag_has_passed(tmp_path: Path)
     )
 
 
+def test_partitions_end_where_the_project_says(tmp_path: Path) -> None:
+    project = _project(tmp_path, end=datetime(2024, 3, 4, tzinfo=UTC))
+    defs = build_definitions(project)
+    partitions = defs.resolve_job_def("amplitude_web_export").partitions_def
+    assert partitions is not None
+    keys = partitions.get_partition_keys(current_time=datetime(2026, 1, 1, tzinfo=UTC))
+    assert (len(keys), keys[-1]) == (72, "2024-03-03-23:00")
+    assert newest_closed_partition(project, datetime(2024, 3, 4, 2, 10, tzinfo=UTC)) == (
+        "2024-03-03-23:00"
+    )
+    assert newest_closed_partition(project, datetime(2024, 3, 4, 3, 10, tzinfo=UTC)) is None
+
+
 def test_no_partition_before_the_first_one_closes(tmp_path: Path) -> None:
     project = _project(tmp_path)
     defs = build_definitions(project)
@@ -102,7 +114,8 @@ def test_no_partition_before_the_first_one_closes(tmp_path: Path) -> None:
 
 
 def test_assets_pool_and_snapshot_schedule(tmp_path: Path) -> None:
-    defs = build_definitions(_project(tmp_path))
+    defs = build_definitions(_project(tmp_path), _project(tmp_path, name="mobile"))
+    dg.Definitions.validate_loadable(defs)  # what `dagster dev` loads: no name clashes
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert "amplitude/web/export_events" in keys

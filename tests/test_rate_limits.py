@@ -153,14 +153,19 @@ def test_user_lookups_are_limited_per_hour_window(caplog: pytest.LogCaptureFixtu
     assert any("user lookups budget (3 per 1 s" in r.getMessage() for r in caplog.records)
 
 
-def test_export_waits_for_nothing_but_a_concurrency_slot() -> None:
+def test_export_waits_for_nothing_but_a_concurrency_slot(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     limiter = ProjectLimiter(_fast_limits(), BASE)
     export = _prepared("/api/2/export", start="20240101T00", end="20240101T23")
+    caplog.set_level(logging.INFO, logger=LOGGER.name)
     started = time.monotonic()
     for _ in range(20):
         with limiter.admitted(export, stream="export_events", logger=LOGGER):
             pass
-    assert time.monotonic() - started < 0.5
+    # no budget wait was logged (the loose time bound only catches a hang on a loaded machine)
+    assert not [r for r in caplog.records if "waiting" in r.getMessage()]
+    assert time.monotonic() - started < 2.0
 
 
 def test_at_most_the_concurrency_limit_runs_at_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from amplitude_simulator import AmplitudeSimulator, Fault
-from amplitude_simulator.limits import Window, query_cost
+from amplitude_simulator.limits import COST_PATHS, Window, query_cost
 from tap_amplitude.ratelimit import ProjectLimiter, RateLimits
 from tap_amplitude.settings import SettingsError
 from tap_amplitude.shared_slots import SharedBackend
@@ -31,9 +31,9 @@ BUDGET = 30  # cost units per (tap) window
 TAP_WINDOW = 0.5  # seconds; stretched by the tap's margin to 1.0 s
 STRETCHED_WINDOW = 1.0
 SIM_WINDOW = 0.8  # Amplitude's (the simulator's) window: shorter than the tap's stretched one
-# Per process: active_users 10 + 3, average_session_length 13, annotations 1, event_types 1.
-STREAMS = ["active_users", "average_session_length", "annotations", "event_types"]
-COST_PER_PROCESS = 28
+# Per process: active_users 10 + 3, average_session_length 13, annotations 1.
+STREAMS = ["active_users", "average_session_length", "annotations"]
+QUERIES_PER_PROCESS = 4
 PROCESSES = 3
 
 
@@ -71,8 +71,7 @@ def _dashboard(sim: AmplitudeSimulator) -> list[tuple[float, int, int]]:
     return sorted(
         (record.at, query_cost(record.params), record.status)
         for record in sim.requests
-        if record.path in {"/api/2/users", "/api/2/sessions/average", "/api/2/annotations"}
-        or record.path == "/api/2/events/list"
+        if record.path in COST_PATHS
     )
 
 
@@ -105,7 +104,7 @@ def test_three_processes_sharing_a_backend_spend_one_budget(
     runs = _run_three(simulator, tmp_path, STREAMS, **_budget_settings(tmp_path, shared=True))
     assert all(run.returncode == 0 for run in runs), [run.stderr[-2000:] for run in runs]
     queries = _dashboard(simulator)
-    assert len(queries) == 5 * PROCESSES
+    assert len(queries) == QUERIES_PER_PROCESS * PROCESSES
     assert [status for _, _, status in queries] == [200] * len(queries)  # not one 429
     # Spaced as the budget says: however the arrivals fall, no stretch of Amplitude's window
     # holds more than the budget (the tap's own window is that window plus its margin, which
@@ -113,7 +112,7 @@ def test_three_processes_sharing_a_backend_spend_one_budget(
     for at, _, _ in queries:
         recent = [(round(o - at, 3), c) for o, c, _ in queries if at - SIM_WINDOW < o <= at]
         assert sum(cost for _, cost in recent) <= BUDGET, recent
-    # 84 units at 30 per window need at least three windows: two waits.
+    # 81 units at 30 per window need at least three windows: two waits.
     assert queries[-1][0] - queries[0][0] >= 2 * STRETCHED_WINDOW - 0.2
     waits = "".join(run.stderr for run in runs)
     assert "waiting" in waits
@@ -208,3 +207,21 @@ def test_a_shared_sqlite_budget_outlives_the_limiter(tmp_path: Path) -> None:
     with first.shared_slots.held() as waited:  # type: ignore[union-attr]
         assert not waited
     assert time.monotonic() - started < 1
+
+
+def test_amplitude_privacy_spends_the_same_shared_budget(tmp_path: Path) -> None:
+    from tap_amplitude.client import AmplitudeStream
+    from tap_amplitude.privacy.base import load_config, open_tap
+
+    backend = f"sqlite:///{tmp_path / 'budget.db'}"
+    path = tmp_path / "config.json"
+    path.write_text(
+        json.dumps({"api_key": "k", "secret_key": "s", "rate_limits": {"backend": backend}})
+    )
+    config = load_config(path)
+    assert config["rate_limits"] == {"backend": backend}
+    with open_tap(config) as tap:
+        stream = tap.streams["user_search"]
+        assert isinstance(stream, AmplitudeStream)
+        assert stream.rate_limiter.limits.backend == backend
+        assert stream.rate_limiter.shared_slots is not None

@@ -66,6 +66,7 @@ class AmplitudeProject:
     tap_config_path: Path | None = None
     partitions: Granularity = "hourly"
     start: datetime | None = None  # first partition; default: the config's start_date
+    end: datetime | None = None  # end of the last partition (exclusive); default: open-ended
     export_lag_hours: int | None = None  # default: the config's export_lag_hours, else 2
     schedule_minute: int = 10  # minutes past the hour the export schedule ticks
     snapshot_cron: str = "0 3 * * *"
@@ -110,12 +111,20 @@ class AmplitudeProject:
 def export_partitions(project: AmplitudeProject) -> dg.TimeWindowPartitionsDefinition:
     """Upload-time partitions; hourly ones appear once the export lag has passed."""
     start = project.first_partition().astimezone(timezone.utc)
+    end = project.end.astimezone(timezone.utc) if project.end else None
     if project.partitions == "hourly":
         lag_hours = int(project.lag().total_seconds() // 3600)
         return dg.HourlyPartitionsDefinition(
-            start_date=start.strftime(HOURLY_FORMAT), timezone="UTC", end_offset=-lag_hours
+            start_date=start.strftime(HOURLY_FORMAT),
+            end_date=end.strftime(HOURLY_FORMAT) if end else None,
+            timezone="UTC",
+            end_offset=-lag_hours,
         )
-    return dg.DailyPartitionsDefinition(start_date=start.strftime(DAILY_FORMAT), timezone="UTC")
+    return dg.DailyPartitionsDefinition(
+        start_date=start.strftime(DAILY_FORMAT),
+        end_date=end.strftime(DAILY_FORMAT) if end else None,
+        timezone="UTC",
+    )
 
 
 def newest_closed_partition(project: AmplitudeProject, tick: datetime) -> str | None:
@@ -127,7 +136,7 @@ def newest_closed_partition(project: AmplitudeProject, tick: datetime) -> str | 
     else:
         end = ready.replace(hour=0, minute=0, second=0, microsecond=0)
         start, fmt = end - timedelta(days=1), DAILY_FORMAT
-    if start < project.first_partition():
+    if start < project.first_partition() or (project.end is not None and end > project.end):
         return None
     return start.strftime(fmt)
 
@@ -269,7 +278,7 @@ def project_definitions(project: AmplitudeProject) -> dg.Definitions:
 
     @dg.multi_asset(
         specs=snapshot_specs,
-        name=f"{group}_snapshots",
+        name=f"{group}_snapshot_streams",
         can_subset=True,
         pool=project.pool,
         retry_policy=retry,
@@ -323,11 +332,16 @@ def project_definitions(project: AmplitudeProject) -> dg.Definitions:
     )
 
 
-def build_definitions(*projects: AmplitudeProject) -> dg.Definitions:
-    """Definitions for every project, run by the multiprocess executor."""
+def build_definitions(
+    *projects: AmplitudeProject, executor: dg.ExecutorDefinition | None = None
+) -> dg.Definitions:
+    """Definitions for every project, run by ``executor`` (default: the multiprocess one).
+
+    On Kubernetes pass ``dagster_k8s.k8s_job_executor`` to run each step in its own pod.
+    """
     return dg.Definitions.merge(
         *(project_definitions(project) for project in projects),
-        dg.Definitions(executor=dg.multiprocess_executor),
+        dg.Definitions(executor=executor or dg.multiprocess_executor),
     )
 
 

@@ -13,8 +13,9 @@
                                        config's project_id, else ``default``)
 ``TAP_AMPLITUDE_DAGSTER_PARTITIONS``   ``hourly`` (default) or ``daily``
 ``TAP_AMPLITUDE_DAGSTER_START``        first partition (default: the config's start_date)
+``TAP_AMPLITUDE_DAGSTER_END``          end of the last partition, exclusive (default: none)
 ``TAP_AMPLITUDE_DAGSTER_RETRIES``      retries of a failed partition (default 3)
-``TAP_AMPLITUDE_DAGSTER_RETRY_DELAY``  seconds before the first retry (default 60; doubling)
+``TAP_AMPLITUDE_DAGSTER_RETRY_DELAY``  seconds before the first retry (default 60; then 3x, 7x)
 =====================================  ==================================================
 """
 
@@ -62,7 +63,7 @@ def project_from_environment() -> AmplitudeProject:
         raise RuntimeError(msg)
     path = Path(config_path) if config_path else None
     config = json.loads(path.read_text(encoding="utf-8")) if path else {}
-    start = _setting("START")
+    start, end = _setting("START"), _setting("END")
     partitions = _setting("PARTITIONS", "hourly")
     if partitions not in {"hourly", "daily"}:
         msg = f"{PREFIX}PARTITIONS must be hourly or daily"
@@ -73,6 +74,7 @@ def project_from_environment() -> AmplitudeProject:
         tap_config_path=path,
         partitions="hourly" if partitions == "hourly" else "daily",
         start=parse_datetime(start) if start else None,
+        end=parse_datetime(end) if end else None,
         retries=int(_setting("RETRIES", "3") or 3),
         retry_delay_seconds=float(_setting("RETRY_DELAY", "60") or 60),
     )

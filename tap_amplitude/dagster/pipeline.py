@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -128,22 +129,39 @@ def tap_config_for(base: Mapping[str, t.Any], run: TapRun) -> dict[str, t.Any]:
 
 
 def catalog_for(streams: tuple[str, ...]) -> dict[str, t.Any]:
-    """The tap's discovered catalog with only ``streams`` selected."""
+    """The tap's catalog (as ``--discover`` prints it) with only ``streams`` selected.
+
+    Discovery needs no credentials or network, so it runs here rather than in one more
+    process; the signal handlers the SDK installs are put back (Dagster owns them).
+    """
     with _DISCOVER_LOCK:
         if not _DISCOVERED:
-            found = subprocess.run(
-                [sys.executable, "-m", "tap_amplitude", "--discover"],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            _DISCOVERED.update(json.loads(found.stdout))
+            _DISCOVERED.update(_discover())
     catalog: dict[str, t.Any] = json.loads(json.dumps(_DISCOVERED))
     for entry in catalog["streams"]:
         for metadata in entry["metadata"]:
             if metadata["breadcrumb"] == []:
                 metadata["metadata"]["selected"] = entry["tap_stream_id"] in streams
     return catalog
+
+
+def _discover() -> dict[str, t.Any]:
+    from tap_amplitude.tap import TapAmplitude  # noqa: PLC0415 - the SDK, only when running
+
+    main = threading.current_thread() is threading.main_thread()
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        tap = TapAmplitude(
+            config={"api_key": "-", "secret_key": "-", "start_date": "2000-01-01T00:00:00Z"},
+            parse_env_config=False,
+            validate_config=False,
+            setup_mapper=False,
+        )
+        catalog: dict[str, t.Any] = json.loads(tap.catalog_json_text)
+        return catalog
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def _run_singer(

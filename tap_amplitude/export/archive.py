@@ -66,13 +66,13 @@ def _read_zip(
                 continue  # an empty member (or a completion marker) holds no events
             if head.startswith(GZIP_MAGIC):
                 with archive.open(info) as member, gzip.GzipFile(fileobj=member) as lines:
-                    yield from _blocks(lines, name)
+                    yield from member_blocks(lines, name)
             elif head == ZIP_MAGIC:
                 with archive.open(info) as member, zipfile.ZipFile(member) as nested:
                     yield from _read_zip(nested, f"{name}/", warn)
             elif _is_json_lines(info.filename, head):
                 with archive.open(info) as member:
-                    yield from _blocks(member, name)
+                    yield from member_blocks(member, name)
             else:
                 warn(
                     f"archive member {name} is neither gzip, zip nor JSON lines "
@@ -93,8 +93,11 @@ class _Readable(t.Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
-def _blocks(stream: _Readable, name: str) -> Iterator[LineBlock]:
-    """Split a member into lines in 1 MiB blocks (splitting runs in C, not per line)."""
+def member_blocks(stream: _Readable, name: str) -> Iterator[LineBlock]:
+    """Split a member into lines in 1 MiB blocks (splitting runs in C, not per line).
+
+    Also reads the objects of Amplitude's cloud-storage export (tap_amplitude.storage).
+    """
     hour = member_hour(name)
     number = 1
     carry = b""

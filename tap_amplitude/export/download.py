@@ -26,7 +26,8 @@ DOWNLOAD_CHUNK_BYTES = 1 << 20
 NO_DATA_TEXT = "raw data files were not found"  # Amplitude's 404 body for an empty window
 S3_HINT = (
     "Amplitude cannot export that much data for a single hour through the Export API; "
-    "use Amplitude's Amazon S3 export for volumes this large."
+    "set storage_export_url to read Amplitude's Amazon S3 export (or its GCS export) "
+    "instead, which has no size limit (README: 'Reading the S3 / GCS export')."
 )
 
 

@@ -10,7 +10,7 @@ import dataclasses
 import itertools
 import typing as t
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from tap_amplitude.client import MAX_TRIES, AmplitudeError
@@ -38,7 +38,11 @@ Spool = t.IO[bytes] | None  # None: Amplitude has no data for the window
 
 
 class ExportRun:
-    """Reads ``windows`` in order while up to ``concurrency`` of them download at once."""
+    """Reads ``windows`` in order while up to ``concurrency`` of them download at once.
+
+    Downloads run ahead of reading by at most ``2 × concurrency`` windows, each spooled to a
+    temporary file; memory stays flat whatever the number of windows in flight.
+    """
 
     def __init__(
         self, stream: AmplitudeStream, windows: list[Window], *, concurrency: int = 1
@@ -60,8 +64,9 @@ class ExportRun:
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="export-download")
         try:
             while queue:
-                self._fill(pool, queue, in_flight)
-                window = queue.popleft()
+                window = queue[0]
+                self._download_until_done(window, pool, queue, in_flight)
+                queue.popleft()
                 try:
                     spool = in_flight.pop(window).result()
                 except WindowTooLargeError as exc:
@@ -83,16 +88,40 @@ class ExportRun:
             for leftover in in_flight.values():
                 leftover.add_done_callback(_close_spool)
 
+    def _download_until_done(
+        self,
+        window: Window,
+        pool: ThreadPoolExecutor,
+        queue: deque[Window],
+        in_flight: dict[Window, Future[Spool]],
+    ) -> None:
+        """Wait for ``window``, starting the next downloads as soon as others finish."""
+        while True:
+            self._fill(pool, queue, in_flight)
+            if in_flight[window].done():
+                return
+            running = [future for future in in_flight.values() if not future.done()]
+            wait(running, return_when=FIRST_COMPLETED)
+
     def _fill(
         self,
         pool: ThreadPoolExecutor,
         queue: deque[Window],
         in_flight: dict[Window, Future[Spool]],
     ) -> None:
-        """Keep the next ``concurrency`` windows downloading (or downloaded, waiting)."""
-        for window in itertools.islice(queue, self.concurrency):
-            if window not in in_flight:
-                in_flight[window] = pool.submit(self.download, window)
+        """Keep ``concurrency`` downloads running, at most twice that many windows ahead.
+
+        Finished downloads wait on disk for their turn, so a slow window does not hold the
+        others back; the bound keeps the spooled-but-unread windows few.
+        """
+        running = sum(not future.done() for future in in_flight.values())
+        for position, window in enumerate(itertools.islice(queue, 2 * self.concurrency)):
+            if window in in_flight:
+                continue
+            if running >= self.concurrency and position:  # the next window always goes
+                return
+            in_flight[window] = pool.submit(self.download, window)
+            running += 1
 
     def _window_items(self, window: Window, spool: Spool, *, hourly: bool) -> Iterator[ExportItem]:
         """One window's lines; a corrupt member fetches the window again, skipping lines sent."""

@@ -46,7 +46,8 @@ PRIVATE_FILE_MODE = 0o600
 PRIVATE_DIR_MODE = 0o700
 # The settings these commands read; everything else in a shared tap config is ignored.
 _CONFIG_KEYS = ("api_key", "secret_key", "region", "api_url", "profile_api_url")
-_OPTIONAL_KEYS = ("request_timeout", "rec_id", "org_api_key", "org_secret_key")
+# rate_limits: with a shared backend the CLI spends the same budget as the tap runs.
+_OPTIONAL_KEYS = ("request_timeout", "rec_id", "org_api_key", "org_secret_key", "rate_limits")
 _ORG_KEYS = ("org_api_key", "org_secret_key")
 
 EPILOG = (

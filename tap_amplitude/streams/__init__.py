@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from tap_amplitude.streams.annotations import AnnotationCategoriesStream
+from tap_amplitude.streams.charts import ChartResultsStream
+from tap_amplitude.streams.cohort_members import CohortMembersStream
 from tap_amplitude.streams.dashboard import (
     ActiveUsersStream,
     AnnotationsStream,
@@ -10,7 +13,14 @@ from tap_amplitude.streams.dashboard import (
     EventTypesStream,
 )
 from tap_amplitude.streams.export_events import ExportEventsStream
+from tap_amplitude.streams.merged_ids import MergedIdsStream
 from tap_amplitude.streams.privacy import DeletionJobsStream, UserProfilesStream
+from tap_amplitude.streams.taxonomy import (
+    EventCategoriesStream,
+    EventPropertiesStream,
+    GroupPropertiesStream,
+    UserPropertiesStream,
+)
 from tap_amplitude.streams.users import UserActivityStream, UserSearchStream
 
 STREAM_TYPES = (
@@ -24,6 +34,14 @@ STREAM_TYPES = (
     AnnotationsStream,
     ActiveUsersStream,
     AverageSessionLengthStream,
+    MergedIdsStream,
+    EventCategoriesStream,
+    EventPropertiesStream,
+    UserPropertiesStream,
+    GroupPropertiesStream,
+    CohortMembersStream,
+    AnnotationCategoriesStream,
+    ChartResultsStream,
 )
 
 __all__ = ["STREAM_TYPES"]

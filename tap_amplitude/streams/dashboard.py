@@ -23,7 +23,14 @@ from tap_amplitude.client import (
     error_summary,
 )
 from tap_amplitude.ranges import every, inclusive_days, next_month
-from tap_amplitude.schemas import PROPERTY_BAG
+from tap_amplitude.schemas import ANNOTATION_CATEGORY, PROPERTY_BAG
+from tap_amplitude.streams.annotations import (
+    V3_ANNOTATIONS_PATH,
+    V3_ONLY_FIELDS,
+    V3RefusedError,
+    v3_annotation,
+    v3_refusal,
+)
 from tap_amplitude.timestamps import format_datetime, parse_datetime
 
 if t.TYPE_CHECKING:
@@ -228,24 +235,85 @@ class CohortsStream(AmplitudeStream):
 
 
 class AnnotationsStream(AmplitudeStream):
-    """Chart annotations (v2 API): dated notes such as releases and campaigns."""
+    """Chart annotations: the v3 API, or v2 where Amplitude refuses v3 (§12.4).
+
+    Amplitude's docs replaced v2 with v3 (hours, ranges, categories, chart ids). Each run
+    logs which version it read; ``api_version`` says it per row.
+    """
 
     name = "annotations"
-    path = "/api/2/annotations"
+    path = V3_ANNOTATIONS_PATH
+    v2_path = "/api/2/annotations"
     records_jsonpath = "$.data[*]"
     primary_keys = ("id",)
     replication_key = None
     schema = th.PropertiesList(
         th.Property("id", th.IntegerType, required=True),
-        th.Property("date", th.DateType, description="Annotated day (project time zone)."),
+        th.Property(
+            "date",
+            th.DateType,
+            description="Annotated day: v2's date, or the day of v3's start (its own offset).",
+        ),
         th.Property("label", th.StringType),
         th.Property("details", th.StringType),
+        th.Property("start", th.DateTimeType, description="v3: when it starts, RFC 3339 UTC."),
+        th.Property(
+            "end", th.DateTimeType, description="v3: when a range ends, RFC 3339 UTC; else null."
+        ),
+        th.Property("category", ANNOTATION_CATEGORY, description="v3: its category, if any."),
+        th.Property(
+            "chart_id", th.StringType, description="v3: the chart it is on; null if global."
+        ),
+        th.Property(
+            "api_version", th.StringType, description="v3 or v2: the API the row came from."
+        ),
     ).to_dict()
 
     @override
     def get_new_paginator(self) -> None:
         """One response holds every annotation."""
         return
+
+    @override
+    def validate_response(self, response: requests.Response) -> None:
+        """A refused v3 listing is set apart: v2 is read instead."""
+        if v3_refusal(response, V3_ANNOTATIONS_PATH):
+            raise V3RefusedError(self.response_error_message(response), response)
+        super().validate_response(response)
+
+    @override
+    def get_records(self, context: Context | None) -> Iterator[Record]:
+        """v3's annotations; v2's where Amplitude refuses v3 (one INFO line says which)."""
+        try:
+            items = self.fetch_items(V3_ANNOTATIONS_PATH)
+        except V3RefusedError as exc:
+            self.logger.info(
+                "%s: Amplitude refused the v3 API (HTTP %d on %s: %s); reading v2 (%s), "
+                "which has no start, end, category or chart_id",
+                self.name,
+                exc.response.status_code,
+                V3_ANNOTATIONS_PATH,
+                error_summary(exc.response),
+                self.v2_path,
+            )
+            items = self.fetch_items(self.v2_path)
+            self.logger.info("%s: read %d annotations from v2", self.name, len(items))
+            for item in items:  # v2 has no v3 fields: null, not missing
+                yield {**dict.fromkeys(V3_ONLY_FIELDS), **item, "api_version": "v2"}
+            return
+        self.logger.info(
+            "%s: read %d annotations from v3 (%s)", self.name, len(items), V3_ANNOTATIONS_PATH
+        )
+        for item in items:
+            yield v3_annotation(item)
+
+    def fetch_items(self, path: str) -> list[dict[str, t.Any]]:
+        """Every item of one annotations listing."""
+        prepared = self.build_prepared_request(
+            method="GET", url=f"{self.url_base}{path}", headers=self.http_headers
+        )
+        data = self.send(prepared).json().get("data") or []
+        return [item for item in data if isinstance(item, dict)]
 
 
 # --------------------------------------------------------------------------------------

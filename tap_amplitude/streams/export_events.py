@@ -18,6 +18,7 @@ from tap_amplitude.export import Checkpoint, ExportRun, export_end, plan_windows
 from tap_amplitude.output import BatchFiles, RecordShaper, RecordWriter, RowReader
 from tap_amplitude.schemas import EVENT_PROPERTIES
 from tap_amplitude.sdk import BulkRecordStream
+from tap_amplitude.storage import Kind, StorageRun, storage_run
 from tap_amplitude.timestamps import floor_hour, format_datetime, parse_datetime
 
 if t.TYPE_CHECKING:
@@ -43,8 +44,13 @@ class ExportEventsStream(BulkRecordStream, AmplitudeStream):
     check_sorted = False  # sorted by hour, not within the hour; resume floors to the hour
     schema = EVENT_PROPERTIES.to_dict()
 
-    def export_run(self, context: Context | None) -> ExportRun:
-        """Windows from the later of bookmark and ``start_date`` to the newest exportable hour."""
+    def export_run(self, context: Context | None) -> ExportRun | StorageRun:
+        """Windows from the later of bookmark and ``start_date`` to the newest exportable hour.
+
+        With ``storage_export_url``, the bucket's objects instead (:mod:`tap_amplitude.storage`).
+        """
+        if self.config.get("storage_export_url"):
+            return storage_run(self, self.get_context_state(context), Kind.EVENTS)
         start = parse_datetime(self.config["start_date"])
         bookmark = self.get_context_state(context).get("replication_key_value")
         if bookmark:
@@ -56,10 +62,14 @@ class ExportEventsStream(BulkRecordStream, AmplitudeStream):
         )
         return ExportRun(self, windows, concurrency=int(self.config.get("export_concurrency", 3)))
 
+    def row_reader(self) -> RowReader:
+        """Lines to rows (a stream reading other rows than events replaces it)."""
+        return RowReader(self)
+
     @override
     def get_records(self, context: Context | None) -> Iterator[Record]:
         """The SDK's per-record path (dry runs, tests): rows, with checkpoints applied."""
-        reader = RowReader(self)
+        reader = self.row_reader()
         for item in self.export_run(context).items(hourly=False):
             if isinstance(item, Checkpoint):
                 self.checkpoint(context, item.until)
@@ -69,7 +79,7 @@ class ExportEventsStream(BulkRecordStream, AmplitudeStream):
     @override
     def write_records(self, context: Context | None) -> None:
         """RECORD messages in blocks (:mod:`tap_amplitude.output`), STATE at each checkpoint."""
-        reader = RowReader(self)
+        reader = self.row_reader()
         shaper = RecordShaper(self)
         writer = RecordWriter()
         time_extracted = format_datetime(datetime.now(tz=timezone.utc))
@@ -101,7 +111,7 @@ class ExportEventsStream(BulkRecordStream, AmplitudeStream):
         if len(shaper.maps) != 1:
             yield from super().get_batches(batch_config, context)
             return
-        reader = RowReader(self)
+        reader = self.row_reader()
         counter = self.get_record_counter()
         with (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-gzip") as compressor,

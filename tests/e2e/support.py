@@ -18,8 +18,13 @@ from amplitude_simulator import AmplitudeSimulator, Dataset
 ROOT = Path(__file__).resolve().parents[2]
 MELTANO_SH = ROOT / "scripts" / "meltano.sh"
 POSTGRES_SH = ROOT / "scripts" / "postgres.sh"
-DUCKDB_LOAD = ROOT / "scripts" / "duckdb_load.py"
-PLUGINS = ("extractors/tap-amplitude", "loaders/target-jsonl", "loaders/target-postgres")
+DUCKDB_QUERY = ROOT / "scripts" / "duckdb_query.py"
+PLUGINS = (
+    "extractors/tap-amplitude",
+    "loaders/target-jsonl",
+    "loaders/target-postgres",
+    "loaders/target-duckdb-batch",
+)
 UTILITIES = ("utilities/duckdb",)
 
 DAY = timedelta(days=1)

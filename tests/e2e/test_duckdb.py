@@ -1,4 +1,4 @@
-"""Meltano into the embedded database: target-jsonl's files, then ``duckdb:load``."""
+"""Meltano into the embedded database: BATCH files loaded by target-duckdb-batch."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.e2e.support import DAY, DUCKDB_LOAD, E2E_DATASET, ROOT, export_starts, iso
+from tests.e2e.support import DAY, DUCKDB_QUERY, E2E_DATASET, ROOT, export_starts, iso
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -20,15 +20,15 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.e2e
 
 DUCKDB_PYTHON = ROOT / ".meltano" / "utilities" / "duckdb" / "venv" / "bin" / "python"
-PIPELINE = ("tap-amplitude", "target-jsonl", "duckdb:load")
+PIPELINE = ("tap-amplitude-batch", "target-duckdb-batch")
 FIRST_END = E2E_DATASET.start + 2 * DAY
 SECOND_END = E2E_DATASET.start + 3 * DAY
 
 
 def query(env: dict[str, str], sql: str) -> list[dict[str, Any]]:
-    """Rows from the DuckDB file, through the utility's own interpreter and script."""
+    """Rows from the DuckDB file, through the `duckdb` utility's interpreter and script."""
     result = subprocess.run(
-        [str(DUCKDB_PYTHON), str(DUCKDB_LOAD), "query", sql],
+        [str(DUCKDB_PYTHON), str(DUCKDB_QUERY), "query", sql],
         env=env,
         capture_output=True,
         text=True,
@@ -39,38 +39,39 @@ def query(env: dict[str, str], sql: str) -> list[dict[str, Any]]:
     return rows
 
 
-def uuids_in(path: Path) -> list[str]:
-    """The uuid of every record in one of target-jsonl's files."""
-    return [json.loads(line)["uuid"] for line in path.read_text().splitlines()]
-
-
 def test_meltano_into_duckdb(
     meltano: Meltano, simulator: AmplitudeSimulator, tap_env: dict[str, str], tmp_path: Path
 ) -> None:
-    jsonl = tmp_path / "jsonl"
-    jsonl.mkdir()
+    batches = tmp_path / "batches"
+    batch_config = {
+        "encoding": {"format": "jsonl", "compression": "gzip"},
+        "storage": {"root": batches.as_uri(), "prefix": "e2e-"},
+    }
+    database = tmp_path / "warehouse.duckdb"
     env = {
         **tap_env,
-        "TARGET_JSONL_DESTINATION_PATH": str(jsonl),
-        "DUCKDB_JSONL_DIR": str(jsonl),
-        "DUCKDB_DATABASE": str(tmp_path / "warehouse.duckdb"),
+        "TAP_AMPLITUDE_BATCH_BATCH_CONFIG": json.dumps(batch_config),
+        "TARGET_DUCKDB_BATCH_DATABASE": str(database),
+        "TARGET_DUCKDB_BATCH_DEFAULT_TARGET_SCHEMA": "amplitude",
+        "DUCKDB_DATABASE": str(database),
         "DUCKDB_SCHEMA": "amplitude",
     }
+    db_env = meltano.environ(env)
     meltano.run("run", *PIPELINE, env={**env, "TAP_AMPLITUDE_END_DATE": iso(FIRST_END)})
     first = E2E_DATASET.expected_events(E2E_DATASET.start, FIRST_END)
-    first_files = set(jsonl.glob("export_events-*.jsonl"))
+    assert len(query(db_env, "SELECT uuid FROM amplitude.export_events")) == len(first)
 
     simulator.clear_requests()
     meltano.run("run", *PIPELINE, env={**env, "TAP_AMPLITUDE_END_DATE": iso(SECOND_END)})
     new = E2E_DATASET.expected_events(FIRST_END, SECOND_END)
     expected = {event["uuid"]: event for event in first + new}
 
-    # The incremental run asked only for hours after the bookmark and wrote only new events.
+    # The incremental run asked only for hours after the bookmark.
     assert min(export_starts(simulator)) == FIRST_END.strftime("%Y%m%dT%H")
-    (second_file,) = set(jsonl.glob("export_events-*.jsonl")) - first_files
-    assert sorted(uuids_in(second_file)) == sorted(event["uuid"] for event in new)
+    state = meltano.state("dev:tap-amplitude-batch-to-target-duckdb-batch")
+    bookmark = state["singer_state"]["bookmarks"]["export_events"]["replication_key_value"]
+    assert bookmark.startswith(SECOND_END.strftime("%Y-%m-%dT%H:%M:%S"))
 
-    db_env = meltano.environ(env)
     rows = query(db_env, "SELECT * FROM amplitude.export_events")
     assert sorted(row["uuid"] for row in rows) == sorted(expected)  # each exactly once
     for row in rows:
@@ -93,9 +94,21 @@ def test_meltano_into_duckdb(
         "props": "JSON",
         "amplitude_id": "BIGINT",
     }
-    # event_types is a full-table stream: two runs, two files, one row per event type.
+    # event_types is a full-table stream keyed by `value`: two runs, one row per event type.
     event_types = query(db_env, "SELECT value FROM amplitude.event_types")
     assert sorted(row["value"] for row in event_types) == sorted(
         t["value"] for t in E2E_DATASET.event_types()
     )
-    assert len(list(jsonl.glob("event_types-*.jsonl"))) == 2
+
+    # Loading a range again (a retry, a backfill overlapping it) adds nothing: rows are
+    # upserted on uuid, and replaced by the copy loaded last.
+    meltano.run(
+        "run",
+        "--full-refresh",
+        *PIPELINE,
+        env={**env, "TAP_AMPLITUDE_END_DATE": iso(SECOND_END)},
+    )
+    (counts,) = query(
+        db_env, "SELECT count(*) AS n, count(DISTINCT uuid) AS d FROM amplitude.export_events"
+    )
+    assert counts == {"n": len(expected), "d": len(expected)}

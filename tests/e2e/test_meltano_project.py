@@ -112,3 +112,26 @@ def test_meltano_treats_the_keys_as_secrets(meltano: Meltano) -> None:
     properties = about()["settings"]["properties"]
     assert secret == {name for name, schema in properties.items() if schema.get("secret")}
     assert secret == {"api_key", "secret_key"}
+
+
+def test_duckdb_target_is_described_as_it_describes_itself(project: dict[str, Any]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "target_duckdb_batch", "--about", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    info = json.loads(result.stdout)
+    properties: dict[str, dict[str, Any]] = info["settings"]["properties"]
+    loader = plugin(project, "loaders", "target-duckdb-batch")
+    assert sorted(loader["capabilities"]) == sorted(info["capabilities"])
+    for setting in loader["settings"]:
+        schema = properties[setting["name"]]  # every setting is one the target knows
+        assert setting["kind"] == expected_kind(schema), setting["name"]
+        assert setting.get("value") == schema.get("default"), setting["name"]
+    # The demo job and the recommended PostgreSQL job load BATCH files.
+    jobs = {job["name"]: job["tasks"] for job in project["jobs"]}
+    assert jobs["demo"] == ["tap-amplitude-batch target-duckdb-batch"]
+    assert jobs["postgres"] == ["tap-amplitude-batch target-postgres"]
+    targets = {p["name"]: p for p in project["plugins"]["loaders"]}
+    assert targets["target-postgres"]["config"]["validate_records"] is False

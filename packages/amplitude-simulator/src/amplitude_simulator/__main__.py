@@ -9,6 +9,7 @@ import threading
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
+from amplitude_simulator import bucket
 from amplitude_simulator.data.dataset import Dataset
 from amplitude_simulator.server import AmplitudeSimulator
 from amplitude_simulator.settings import MB, NETWORK_PRESETS, NetworkSettings
@@ -107,8 +108,14 @@ def network_settings(args: argparse.Namespace) -> NetworkSettings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Start the simulator, print where it is and which keys it takes, serve until a signal."""
-    args = parse_args(argv)
+    """Start the simulator, print where it is and which keys it takes, serve until a signal.
+
+    ``amplitude-simulator write-bucket …`` writes the S3 / GCS export layout instead (bucket.py).
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["write-bucket"]:
+        return bucket.main(arguments[1:])
+    args = parse_args(arguments)
     first_day = args.start or _default_start()
     start = datetime(first_day.year, first_day.month, first_day.day, tzinfo=timezone.utc)
     dataset = Dataset(

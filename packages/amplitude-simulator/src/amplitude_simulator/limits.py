@@ -33,8 +33,11 @@ COST_PATHS = frozenset(
         "/api/2/events/list",
         "/api/2/annotations",
         "/api/3/cohorts",
+        "/api/3/annotations",
+        "/api/3/annotation-categories",
     }
 )
+CHART_PREFIX = "/api/3/chart/"  # saved-chart results: ``chart_cost`` each (§13.4)
 USER_LOOKUP_PATHS = frozenset({"/api/2/usersearch", "/api/2/useractivity"})
 
 
@@ -96,6 +99,8 @@ class RateLimits:
     concurrent: int = 5
     cost: tuple[Window, ...] = (Window(1000, 300.0), Window(108_000, 3600.0))
     user_lookups: tuple[Window, ...] = (Window(360, 3600.0),)
+    #: Dashboard cost of one saved-chart query (undocumented; docs/amplitude-api.md §13.4).
+    chart_cost: int = 1
     enabled: bool = True
     _in_flight: int = 0
     _spending: dict[str, _Spending] = field(default_factory=dict)
@@ -160,6 +165,8 @@ class RateLimits:
             return "user search and activity", self.user_lookups, 1
         if request.path in COST_PATHS:
             return "query cost", self.cost, query_cost(request.params)
+        if request.path.startswith(CHART_PREFIX):
+            return "query cost", self.cost, self.chart_cost
         return "", (), 0
 
 

@@ -21,9 +21,13 @@ if TYPE_CHECKING:
     from amplitude_simulator.data.dataset import Dataset, Project
     from amplitude_simulator.settings import (
         AnalyticsSettings,
+        AnnotationSettings,
+        ChartSettings,
+        CohortExportSettings,
         DeletionSettings,
         DsarSettings,
         ExportSettings,
+        TaxonomySettings,
         UserMapSettings,
     )
 
@@ -42,6 +46,7 @@ class SimRequest:
     headers: dict[str, str]  # lower-cased names
     body: bytes = b""
     path_params: dict[str, str] = field(default_factory=dict)
+    query: str = ""  # the raw query string, for parameters that repeat (``propKeys``)
 
     def header(self, name: str) -> str | None:
         """A header value by case-insensitive name."""
@@ -152,6 +157,26 @@ class Context(Protocol):
     @property
     def usermap(self) -> UserMapSettings:
         """User mappings."""
+        ...
+
+    @property
+    def taxonomy(self) -> TaxonomySettings:
+        """The Taxonomy API's plan and limits."""
+        ...
+
+    @property
+    def cohort_export(self) -> CohortExportSettings:
+        """Cohort download jobs, quota and revisions."""
+        ...
+
+    @property
+    def annotations(self) -> AnnotationSettings:
+        """Chart annotations (v2 and v3) and categories."""
+        ...
+
+    @property
+    def charts(self) -> ChartSettings:
+        """Saved-chart results."""
         ...
 
     def current_time(self) -> datetime:

@@ -36,9 +36,13 @@ from amplitude_simulator.limits import RateLimits
 from amplitude_simulator.protocol import TEXT, RequestRecord, Route, SimRequest, SimResponse
 from amplitude_simulator.settings import (
     AnalyticsSettings,
+    AnnotationSettings,
+    ChartSettings,
+    CohortExportSettings,
     DeletionSettings,
     DsarSettings,
     ExportSettings,
+    TaxonomySettings,
     UserMapSettings,
 )
 
@@ -104,6 +108,14 @@ class AmplitudeSimulator:
         #: User mappings (a fresh simulator maps the fourth user into the first).
         self.usermap = UserMapSettings()
         seed_mappings(self.usermap, dataset)
+        #: The Taxonomy API's plan switch and per-key limits.
+        self.taxonomy = TaxonomySettings()
+        #: Cohort download: jobs, the monthly quota, redirects, cohort revisions.
+        self.cohort_export = CohortExportSettings()
+        #: Chart annotations v2/v3 and categories (one store, seeded from the dataset).
+        self.annotations = AnnotationSettings()
+        #: Saved-chart results (/api/3/chart/{id}/query and /csv).
+        self.charts = ChartSettings()
         #: Amplitude's per-project REST limits (429s).
         self.limits = RateLimits()
         #: Injected failures, per path.
@@ -401,6 +413,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             params=dict(parse_qsl(url.query, keep_blank_values=True)),
             headers={name.lower(): value for name, value in self.headers.items()},
             body=body,
+            query=url.query,
         )
         outcome = simulator.handle(request)
         # Logged before sending, so a client that has its answer also finds it in the log.

@@ -261,3 +261,104 @@ class UserMapSettings:
     #: True: answers are wrapped in ``{"mappings": ...}``, as the doc's table (not its
     #: example) shows.
     wrap_in_mappings: bool = False
+
+
+@dataclass
+class TaxonomySettings:
+    """The Taxonomy API (docs/amplitude-api.md §10): plan, limits and the 429 beyond them.
+
+    The limits are per API key: at most ``max_in_flight`` cost at the same time and
+    ``cost_per_window`` per ``window_seconds`` (a GET costs 1).
+    """
+
+    #: False: the project's plan lacks the Taxonomy API; every route answers ``refusal_status``.
+    enterprise: bool = True
+    #: 404 as the docs say (its "404 Bad Request"); 403 as for a non-primary environment's keys.
+    refusal_status: int = HTTPStatus.NOT_FOUND
+    max_in_flight: int = 4
+    cost_per_window: int = 7200
+    window_seconds: float = 3600.0
+    #: ``time.monotonic()`` of every admitted request, oldest first, and those in flight.
+    spent: list[float] = field(default_factory=list)
+    in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+
+@dataclass
+class CohortJob:
+    """One asynchronous cohort export (docs/amplitude-api.md §11.2)."""
+
+    request_id: str
+    cohort_id: str
+    prop_keys: tuple[str, ...] | None  # None: no properties; (): every property
+    created: float  # time.time()
+    polls: int = 0
+    done: bool = False
+
+
+@dataclass
+class CohortExportSettings:
+    """Cohort download (docs/amplitude-api.md §11): jobs, quota, redirects, revisions.
+
+    A job answers ``JOB INPROGRESS`` (202) for its first ``polls_in_progress`` status reads,
+    and for as long as its cohort is in ``computing``. Files of cohorts with more members
+    than ``inline_max_members`` come by a 302 to a pre-signed link on this server.
+    """
+
+    #: Step-1 requests allowed per calendar month (UTC) and those used so far.
+    monthly_quota: int = 500
+    used_this_month: int = 0
+    #: Step-1 requests per ``rate_window_seconds`` (Amplitude: 60 per 10 minutes).
+    requests_per_window: int = 60
+    rate_window_seconds: float = 600.0
+    polls_in_progress: int = 1
+    #: Cohort ids whose jobs stay ``JOB INPROGRESS`` until removed from the set.
+    computing: set[str] = field(default_factory=set)
+    #: Bigger cohorts are served by a 302 to ``/cohort-downloads/…`` (0: always a redirect).
+    inline_max_members: int = 1000
+    #: Pre-signed links work this many seconds; the ``/file`` link this many days.
+    link_ttl_seconds: float = 60.0
+    job_ttl_days: int = 7
+    #: The next this many pre-signed links are handed out already expired (S3's 403).
+    expired_links: int = 0
+    #: Header prefix of custom user-property columns (Amplitude's is undocumented).
+    property_prefix: str = "gp:"
+    #: Cohort id → revision: each one moves ``lastMod``/``lastComputed`` and changes members.
+    revisions: dict[str, int] = field(default_factory=dict)
+    #: Cohort id → synthetic members added to the real ones (for large-cohort tests).
+    extra_members: dict[str, int] = field(default_factory=dict)
+    #: True: ``/api/3/cohorts`` gives its times in epoch milliseconds (§11.5), not seconds.
+    epoch_ms: bool = False
+    jobs: dict[str, CohortJob] = field(default_factory=dict)
+    requested: list[float] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+
+@dataclass
+class AnnotationSettings:
+    """Chart annotations v2 and v3 and their categories (docs/amplitude-api.md §12).
+
+    One store serves both versions; it is seeded from the dataset on first use.
+    """
+
+    #: Set: every ``/api/2/annotations`` request answers this status (404 or 410).
+    v2_status: int | None = None
+    #: Set: every ``/api/3/annotations…`` and ``/api/3/annotation-categories…`` request
+    #: answers this status (e.g. 404 where v3 is not offered).
+    v3_status: int | None = None
+    #: True: category objects use ``category`` instead of ``name`` everywhere (§12.2).
+    category_key_is_category: bool = False
+    annotations: dict[int, dict[str, Any]] | None = None
+    categories: dict[int, str] | None = None
+    next_id: int = 170_000
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+
+@dataclass
+class ChartSettings:
+    """Saved-chart results (docs/amplitude-api.md §13)."""
+
+    #: True: ``/csv`` answers bare ``text/csv`` rather than JSON holding a CSV string.
+    csv_bare: bool = False
+    #: Set: ``/query`` answers this status for every chart (as if retired in favour of /csv).
+    query_status: int | None = None

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
-import duckdb
 from singer_sdk.helpers._batch import BatchFileFormat, StorageTarget  # the SDK's own sinks use them
 from singer_sdk.sinks import BatchSink
 
@@ -26,6 +25,7 @@ else:
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    import duckdb
     from singer_sdk.helpers._batch import BaseBatchFileEncoding
     from singer_sdk.target_base import Target
 
@@ -136,9 +136,10 @@ class DuckDBSink(BatchSink):
     def load_files(self, paths: list[str], *, compression: str) -> int:
         """Upsert the rows of JSON-lines files in one transaction; the number of rows read.
 
-        Rows whose key is already in the table replace it. Within one load, DuckDB's
-        ``INSERT OR REPLACE`` keeps the first row of a key in read order (files in ``paths``
-        order, rows in file order), so callers list the newest file first.
+        Rows whose key is already in the table replace it. A key that occurs more than once
+        within one load (the same event exported twice) is kept once: DuckDB's
+        ``INSERT OR REPLACE`` keeps one of the copies, which one depends on how its threads
+        read the files. Making that the newest would need a window over every row of the load.
         """
         columns = self.columns
         names = ", ".join(quoted(name) for name in columns)
@@ -215,7 +216,7 @@ class DuckDBSink(BatchSink):
         if not self.pending_files:
             return
         files, self.pending_files = self.pending_files, []
-        count = self.load_files(files[::-1], compression=self.compression)  # newest file wins
+        count = self.load_files(files, compression=self.compression)
         if self._downloads is not None:
             self._downloads.cleanup()
             self._downloads = None

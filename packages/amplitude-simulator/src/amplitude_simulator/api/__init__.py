@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Protocol
 from amplitude_simulator.api import (
     chart_annotations,
     charts,
+    cohort_export,
     cohorts,
     deletions,
     dsar,
     event_types,
     export,
     profile,
+    taxonomy,
     usermap,
     users,
 )
@@ -46,6 +48,8 @@ API_MODULES: tuple[ApiModule, ...] = (
     deletions,
     dsar,
     usermap,
+    taxonomy,
+    cohort_export,
 )
 
 

@@ -1,4 +1,4 @@
-"""Dashboard REST charts: daily active users and average session length.
+"""Dashboard REST charts: daily active users, average session length, saved-chart results.
 
 Shapes follow docs/amplitude-api.md §3.3 and §3.4: chart answers are wrapped in ``data`` with
 ``series``, ``seriesMeta``, ``seriesLabels``, ``seriesCollapsed`` and ``xValues``; errors use
@@ -11,6 +11,7 @@ refuses (``sim.analytics.group_by_supported``) and a start date in the future ge
 from __future__ import annotations
 
 import functools
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone, tzinfo
@@ -33,6 +34,7 @@ def routes() -> list[Route]:
     return [
         Route("GET", "/api/2/users", handle_active_users),
         Route("GET", "/api/2/sessions/average", handle_average_session_length),
+        *saved_chart_routes(),
     ]
 
 
@@ -233,3 +235,141 @@ def handle_average_session_length(sim: Context, request: SimRequest) -> SimRespo
     averages = [sum(values) / len(values) if values else 0.0 for values in lengths]
     overall = [[_collapsed(sum(every) / len(every))]]
     return _chart([averages], [{"segmentIndex": 0}], [0], overall, days)
+
+
+# --------------------------------------------------------------------------------------
+# saved-chart results: /api/3/chart/{chart_id}/query and /csv (docs/amplitude-api.md §13)
+#
+# Modelling choices (every response shape in §13.2 is Unverified): each saved chart has a
+# type and a date range (the dataset's days); /query answers {"data": <payload shaped like the
+# matching Dashboard endpoint>}; /csv answers {"data": "<CSV text>"} with title lines, a
+# blank line, a "Segment" header and tab-prefixed date and segment cells, or bare text/csv
+# with sim.charts.csv_bare; unknown chart 404; a chart of another project 403. Dates are
+# project days (sim.analytics.timezone). Cost: sim.limits.chart_cost per query.
+
+SAVED_CHARTS: dict[str, tuple[str, str]] = {
+    "abc123": ("segmentation", "Daily Active Users"),
+    "fun456": ("funnel", "Signup funnel"),
+    "ret789": ("retention", "Week-one retention"),
+    "tbl001": ("table", "Plans by country"),
+}
+FOREIGN_CHARTS = frozenset({"zzz999"})  # charts of another project: 403
+
+
+def saved_chart_routes() -> list[Route]:
+    """The saved-chart endpoints."""
+    return [
+        Route("GET", "/api/3/chart/{chart_id}/query", handle_chart_query),
+        Route("GET", "/api/3/chart/{chart_id}/csv", handle_chart_csv),
+    ]
+
+
+def chart_days(sim: Context) -> list[date]:
+    """The saved range every fixture chart covers: the dataset's days, up to today."""
+    zone = sim.analytics.timezone
+    first = sim.dataset.start.astimezone(zone).date()
+    last = (sim.dataset.end - timedelta(microseconds=1)).astimezone(zone).date()
+    last = min(last, sim.current_time().astimezone(zone).date())
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def chart_payload(sim: Context, chart_id: str) -> Any:
+    """The ``data`` part of a saved chart's ``/query`` answer."""
+    kind = SAVED_CHARTS[chart_id][0]
+    days = chart_days(sim)
+    figures = daily_figures(sim.dataset, sim.analytics.timezone, figures_until(sim))
+    counts = [len(figures.active.get(day, ())) for day in days]
+    if kind == "segmentation":
+        everyone = frozenset().union(*(figures.active.get(day, frozenset()) for day in days))
+        return {
+            "series": [[_collapsed(count) for count in counts]],
+            "seriesLabels": [0],
+            "seriesCollapsed": [[_collapsed(len(everyone))]],
+            "xValues": [day.isoformat() for day in days],
+        }
+    if kind == "funnel":
+        steps = [sum(counts), sum(counts) * 2 // 5, sum(counts) // 7]
+        return [
+            {
+                "meta": {"segmentIndex": 0},
+                "events": ["signup_started", "signup_completed", "purchase_completed"],
+                "stepByStep": [1.0, *(b / a if a else 0.0 for a, b in itertools.pairwise(steps))],
+                "cumulative": [s / steps[0] if steps[0] else 0.0 for s in steps],
+                "cumulativeRaw": steps,
+                "dayFunnels": {
+                    "xValues": [day.isoformat() for day in days],
+                    "series": [[count, count * 2 // 5, count // 7] for count in counts],
+                },
+            }
+        ]
+    if kind == "retention":
+        return {
+            "series": [
+                {
+                    "dates": [day.isoformat() for day in days],
+                    "values": {
+                        day.isoformat(): [
+                            {"count": count, "outof": count},
+                            {"count": count // 3, "outof": count},
+                        ]
+                        for day, count in zip(days, counts, strict=True)
+                    },
+                    "combined": [{"count": sum(counts), "outof": sum(counts)}],
+                }
+            ],
+            "seriesMeta": [{"segmentIndex": 0, "eventIndex": 0}],
+        }
+    return {  # a data table: row 0 is the header
+        "labels": ["Country", "Plan", "Users"],
+        "values": [
+            ["Country", "Plan", "Users"],
+            ["United States", "pro", sum(counts) // 3],
+            ["Germany", "free", sum(counts) // 5],
+        ],
+    }
+
+
+def chart_csv(sim: Context, chart_id: str) -> str:
+    """The ``/csv`` text: title lines, a blank line, the Segment header, one row per segment."""
+    title = SAVED_CHARTS[chart_id][1]
+    days = chart_days(sim)
+    figures = daily_figures(sim.dataset, sim.analytics.timezone, figures_until(sim))
+    counts = [len(figures.active.get(day, ())) for day in days]
+    header = ",".join(['"Segment"', *(f'"\t{day.isoformat()}"' for day in days)])
+    row = ",".join(['"\tAll Users"', *(f'"{count}"' for count in counts)])
+    return f'"{title}"\n"Uniques"\n\n{header}\n{row}\n'
+
+
+def _saved_chart(request: SimRequest) -> SimResponse | None:
+    """404 for an unknown chart, 403 for another project's; None for one of ours."""
+    chart_id = request.path_params["chart_id"]
+    if chart_id in FOREIGN_CHARTS:
+        return SimResponse.error(
+            HTTPStatus.FORBIDDEN, "Forbidden", details="This chart belongs to another project"
+        )
+    if chart_id not in SAVED_CHARTS:
+        return SimResponse.error(HTTPStatus.NOT_FOUND, "Chart not found", chart_id=chart_id)
+    return None
+
+
+def handle_chart_query(sim: Context, request: SimRequest) -> SimResponse:
+    """``/api/3/chart/{chart_id}/query``: the chart's JSON (``sim.charts.query_status``)."""
+    if sim.charts.query_status is not None:
+        return SimResponse.error(sim.charts.query_status, "Not found")
+    refused = _saved_chart(request)
+    if refused is not None:
+        return refused
+    return SimResponse.json(
+        HTTPStatus.OK, {"data": chart_payload(sim, request.path_params["chart_id"])}
+    )
+
+
+def handle_chart_csv(sim: Context, request: SimRequest) -> SimResponse:
+    """``/api/3/chart/{chart_id}/csv``: CSV in a JSON string, or bare by switch."""
+    refused = _saved_chart(request)
+    if refused is not None:
+        return refused
+    text = chart_csv(sim, request.path_params["chart_id"])
+    if sim.charts.csv_bare:
+        return SimResponse(HTTPStatus.OK, {"Content-Type": "text/csv"}, text.encode())
+    return SimResponse.json(HTTPStatus.OK, {"data": text})

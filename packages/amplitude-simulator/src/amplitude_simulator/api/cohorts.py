@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from amplitude_simulator.protocol import Route, SimResponse
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from amplitude_simulator.data.dataset import Dataset, UserProfile
     from amplitude_simulator.protocol import Context, SimRequest
@@ -52,14 +52,23 @@ _COHORTS: tuple[tuple[str, str, Callable[[UserProfile], bool], bool, bool], ...]
 _OWNERS = ("ana@example.com", "ben@example.org", "chen@example.net")
 
 
-def cohort_list(dataset: Dataset, *, sync_info: bool) -> list[dict[str, Any]]:
-    """The project's cohorts, sizes counted over the dataset's users."""
+def cohort_list(
+    dataset: Dataset,
+    *,
+    sync_info: bool,
+    revisions: Mapping[str, int] | None = None,
+    epoch_ms: bool = False,
+) -> list[dict[str, Any]]:
+    """The project's cohorts, sizes counted over the dataset's users.
+
+    A cohort's revision (``sim.cohort_export.revisions``) changes its members and moves its
+    ``lastMod`` and ``lastComputed`` on by an hour each (docs/amplitude-api.md §11.5).
+    """
     rng = random.Random(f"amplitude-sim|cohorts|{dataset.seed}|{dataset.app_id}")  # noqa: S311
-    profiles = dataset.profiles()
     start = int(dataset.start.timestamp())
     computed = int(dataset.end.timestamp()) - 3600
     items: list[dict[str, Any]] = []
-    for index, (name, description, member, predictive, archived) in enumerate(_COHORTS):
+    for index, (name, description, _, predictive, archived) in enumerate(_COHORTS):
         created = start - rng.randint(10, 400) * _DAY_SECONDS
         from_chart = index % 3 == 1
         cohort: dict[str, Any] = {
@@ -73,7 +82,7 @@ def cohort_list(dataset: Dataset, *, sync_info: bool) -> list[dict[str, Any]]:
             "owners": [rng.choice(_OWNERS)],
             "viewers": rng.sample(_OWNERS, rng.randint(0, 2)),
             "published": not archived,
-            "size": sum(1 for profile in profiles if member(profile)),
+            "size": 0,  # counted below, once the id (and so the revision) is known
             "type": "predictive" if predictive else "redshift",
             "lastMod": created + rng.randint(0, 9) * _DAY_SECONDS + rng.randint(0, 86_399),
             "createdAt": created,
@@ -90,6 +99,14 @@ def cohort_list(dataset: Dataset, *, sync_info: bool) -> list[dict[str, Any]]:
             "location_id": f"loc-{rng.randrange(1000)}" if from_chart else None,
             "shortcut_ids": [],
         }
+        revision = (revisions or {}).get(cohort["id"], 0)
+        cohort["size"] = len(members_of(dataset, index, revision))
+        cohort["lastMod"] += revision * 3600
+        cohort["lastComputed"] += revision * 3600
+        if epoch_ms:
+            for key in ("lastMod", "createdAt", "lastComputed", "last_viewed"):
+                if cohort[key] is not None:
+                    cohort[key] *= 1000
         if sync_info:  # its own stream: the flag adds syncMetadata and changes nothing else
             sync_rng = random.Random(  # noqa: S311
                 f"amplitude-sim|cohort-sync|{dataset.seed}|{dataset.app_id}|{index}"
@@ -97,6 +114,15 @@ def cohort_list(dataset: Dataset, *, sync_info: bool) -> list[dict[str, Any]]:
             cohort["syncMetadata"] = _sync_metadata(sync_rng, computed) if index % 2 == 0 else []
         items.append(cohort)
     return items
+
+
+def members_of(dataset: Dataset, index: int, revision: int = 0) -> list[UserProfile]:
+    """The members of the ``index``-th cohort at ``revision`` (each revision drops some)."""
+    member = _COHORTS[index][2]
+    found = [profile for profile in dataset.profiles() if member(profile)]
+    if revision:
+        found = [profile for profile in found if profile.index % (revision + 2) != 0]
+    return found
 
 
 def _definition(name: str, *, predictive: bool) -> dict[str, Any]:
@@ -152,6 +178,12 @@ def handle_cohorts(sim: Context, request: SimRequest) -> SimResponse:
             settings.cohorts_refusal_status, ADDON_MESSAGE, details=ADDON_DETAILS
         )
     sync_info = request.params.get("includeSyncInfo", "").lower() == "true"
-    return SimResponse.json(
-        HTTPStatus.OK, {"cohorts": cohort_list(sim.dataset, sync_info=sync_info)}
+    export = sim.cohort_export
+    with export.lock:
+        revisions, extra = dict(export.revisions), dict(export.extra_members)
+    cohorts = cohort_list(
+        sim.dataset, sync_info=sync_info, revisions=revisions, epoch_ms=export.epoch_ms
     )
+    for cohort in cohorts:
+        cohort["size"] += extra.get(cohort["id"], 0)
+    return SimResponse.json(HTTPStatus.OK, {"cohorts": cohorts})
