@@ -912,7 +912,7 @@ def svg_chart(results: list[Result], events: int) -> str:
     """Horizontal bars of wall seconds per configuration, floors in grey."""
     shown = [r for r in results if r.kind != "batch-files"]
     colors = {"postgres": "#2b6cb0", "duckdb": "#2f855a", "tap": "#805ad5", "noop": "#b7791f"}
-    width, bar_h, gap, left, top = 860, 20, 8, 430, 40
+    width, bar_h, gap, left, top = 960, 20, 8, 500, 40
     height = top + len(shown) * (bar_h + gap) + 30
     longest = max(r.seconds for r in shown)
     scale = (width - left - 70) / longest

@@ -2,7 +2,7 @@
 # The project's pinned Meltano, in its own environment (.venv-meltano), run from the project root.
 #
 #   scripts/meltano.sh install                        install the plugins meltano.yml defines
-#   scripts/meltano.sh run tap-amplitude target-jsonl duckdb:load
+#   scripts/meltano.sh run tap-amplitude-batch target-duckdb-batch
 #
 # The first call creates .venv-meltano with uv (see scripts/bootstrap.sh: uv from PATH, or the
 # pinned uv installed with pip into .venv-tools) and records the version it installed in

@@ -22,6 +22,6 @@ find_uv "$PWD"
 "$UV_BIN" run --locked ruff format --check .
 "$UV_BIN" run --locked mypy
 scripts/meltano.sh install
-# Three workers: most tests wait on processes and sockets, not the CPU. Each file stays on one
-# worker and the end-to-end tests share one (tests/conftest.py groups them).
+# Three workers: most tests wait on processes and sockets, not the CPU. The end-to-end tests
+# share one worker (their xdist_group), since they share one PostgreSQL and one Meltano.
 "$UV_BIN" run --locked pytest -n 3 --dist loadgroup "$@"

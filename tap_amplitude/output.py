@@ -37,8 +37,8 @@ if t.TYPE_CHECKING:
 
 Row = dict[str, t.Any]
 WRITE_BLOCK_ROWS = 1000  # rows per stdout write and per compressed block
-# msgspec keeps integers of any size exact (orjson turns those beyond 64 bits into floats),
-# and checks in C that each line is an object.
+# orjson is the fast parser, but turns integers beyond 64 bits into floats; msgspec keeps them
+# exact (and checks in C that a line is an object), so it reads blocks that may hold them.
 _DECODE_OBJECT = msgspec.json.Decoder(dict).decode
 _ENCODE = msgspec.json.Encoder()
 
@@ -66,8 +66,9 @@ class RowReader:
 
     def rows(self, block: LineBlock) -> list[Row]:
         """Every row of a block; the common case runs without a Python call per field."""
+        decode = _DECODE_OBJECT if block.long_numbers else orjson.loads
         try:
-            rows = [normalize_event(_DECODE_OBJECT(line)) for line in block.lines]
+            rows = [normalize_event(decode(line)) for line in block.lines]
         except (msgspec.DecodeError, ValueError, TypeError, AttributeError, KeyError, IndexError):
             rows = list(self._one_by_one(block))
         columns = self.columns

@@ -29,15 +29,3 @@ def simulator(dataset: Dataset) -> Iterator[AmplitudeSimulator]:
     """A fresh simulator per test, so faults and request logs never leak between tests."""
     with AmplitudeSimulator(dataset) as sim:
         yield sim
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Group tests for ``pytest -n N --dist loadgroup`` (what ``scripts/test.sh`` runs).
-
-    Each file's tests stay on one worker (they share module-level simulators), and every
-    end-to-end test runs on one worker, one after another, since they share one PostgreSQL
-    server and one Meltano installation.
-    """
-    for item in items:
-        group = "e2e" if item.get_closest_marker("e2e") else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from amplitude_simulator import AmplitudeSimulator
     from tests.e2e.support import Meltano
 
-pytestmark = pytest.mark.e2e
+# One PostgreSQL server and one Meltano installation: e2e tests run one at a time.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
 DUCKDB_PYTHON = ROOT / ".meltano" / "utilities" / "duckdb" / "venv" / "bin" / "python"
 PIPELINE = ("tap-amplitude-batch", "target-duckdb-batch")

@@ -16,7 +16,8 @@ from tests.e2e.support import ROOT
 if TYPE_CHECKING:
     from tests.e2e.support import Meltano
 
-pytestmark = pytest.mark.e2e
+# One PostgreSQL server and one Meltano installation: e2e tests run one at a time.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
 MELTANO_PYTHON = ROOT / ".venv-meltano" / "bin" / "python"
 
@@ -106,12 +107,16 @@ def test_dev_environment_points_at_the_simulator(project: dict[str, Any]) -> Non
     assert project["default_environment"] == "dev"
 
 
-def test_meltano_treats_the_keys_as_secrets(meltano: Meltano) -> None:
+def test_meltano_treats_the_keys_as_secrets(meltano: Meltano, project: dict[str, Any]) -> None:
     printed = json.loads(meltano.run("config", "print", "tap-amplitude", "--format", "json").stdout)
-    secret = {name for name, value in printed.items() if value == "*****"}
+    masked = {name for name, value in printed.items() if value == "*****"}
     properties = about()["settings"]["properties"]
-    assert secret == {name for name, schema in properties.items() if schema.get("secret")}
-    assert secret == {"api_key", "secret_key"}
+    secret = {name for name, schema in properties.items() if schema.get("secret")}
+    assert {"api_key", "secret_key", "org_api_key", "org_secret_key", "storage_options"} <= secret
+    # the keys the dev environment sets are masked, and nothing that is not secret is
+    assert {"api_key", "secret_key"} <= masked <= secret
+    declared = {s["name"]: s for s in plugin(project, "extractors", "tap-amplitude")["settings"]}
+    assert all(declared[name].get("sensitive") for name in secret)
 
 
 def test_duckdb_target_is_described_as_it_describes_itself(project: dict[str, Any]) -> None:

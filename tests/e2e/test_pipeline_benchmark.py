@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
     from tests.e2e.support import Meltano
 
-pytestmark = pytest.mark.e2e
+# One PostgreSQL server and one Meltano installation: e2e tests run one at a time.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
 
 def test_pipeline_benchmark_smoke(meltano_session: Meltano, tmp_path: Path) -> None:

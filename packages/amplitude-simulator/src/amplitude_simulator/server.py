@@ -344,6 +344,7 @@ class _Server(ThreadingHTTPServer):
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
         super().__init__(address, handler)
+
     def handle_error(self, request: Any, client_address: Any) -> None:  # noqa: ARG002
         """A client that hangs up (a killed tap, a timeout) is normal here, not a traceback."""
         error = sys.exc_info()[1]
@@ -367,18 +368,22 @@ class _RequestHandler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = 120  # idle keep-alive connections are closed after this
     server: _Server
+
     def setup(self) -> None:
         super().setup()
         with self.server.connections_lock:
             self.server.connections.add(self.connection)
+
     def finish(self) -> None:
         with self.server.connections_lock:
             self.server.connections.discard(self.connection)
         with contextlib.suppress(OSError):
             super().finish()
+
     def version_string(self) -> str:
         """The ``Server`` header."""
         return self.server_version
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
         """Stay quiet: the default access log is noise (and must never carry credentials)."""
 
