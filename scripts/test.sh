@@ -22,6 +22,7 @@ find_uv "$PWD"
 "$UV_BIN" run --locked ruff format --check .
 "$UV_BIN" run --locked mypy
 scripts/meltano.sh install
-# Three workers: most tests wait on processes and sockets, not the CPU. The end-to-end tests
-# share one worker (their xdist_group), since they share one PostgreSQL and one Meltano.
-"$UV_BIN" run --locked pytest -n 3 --dist loadgroup "$@"
+# Three workers: most tests wait on processes and sockets, not the CPU. Each file stays on one
+# worker; the end-to-end tests take turns (a lock in tests/e2e/conftest.py), since they share
+# one Meltano installation.
+"$UV_BIN" run --locked pytest -n 3 --dist loadfile "$@"

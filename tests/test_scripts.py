@@ -295,7 +295,7 @@ def test_test_sh_runs_every_step_with_the_installed_uv(machine: Machine) -> None
         f"{tools_uv} run --locked ruff format --check .",
         f"{tools_uv} run --locked mypy",
         "meltano.sh install",
-        f"{tools_uv} run --locked pytest -n 3 --dist loadgroup -m not e2e",
+        f"{tools_uv} run --locked pytest -n 3 --dist loadfile -m not e2e",
     ]
 
 

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from filelock import FileLock
 
 from amplitude_simulator import AmplitudeSimulator
 from tests.e2e.support import (
     E2E_DATASET,
     POSTGRES_SH,
+    ROOT,
     Meltano,
     Postgres,
     clean_environ,
@@ -29,6 +31,18 @@ from tests.e2e.support import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+# Every end-to-end test uses the project's one Meltano installation (its run files, its
+# catalog cache) and PostgreSQL: under ``pytest -n N`` they take turns, holding this lock.
+E2E_LOCK = ROOT / ".meltano" / "e2e-tests.lock"
+
+
+@pytest.fixture(autouse=True)
+def one_e2e_test_at_a_time() -> Iterator[None]:
+    """Run end-to-end tests one after another, whichever pytest-xdist worker has them."""
+    E2E_LOCK.parent.mkdir(exist_ok=True)
+    with FileLock(str(E2E_LOCK)):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -33,8 +33,7 @@ from tests.e2e.support import (
     free_port,
 )
 
-# One PostgreSQL server and one Meltano installation: e2e tests run one at a time.
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.e2e
 
 TARGET_POSTGRES = (
     ROOT / ".meltano" / "loaders" / "target-postgres" / "venv" / "bin" / "target-postgres"

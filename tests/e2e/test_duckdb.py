@@ -17,8 +17,7 @@ if TYPE_CHECKING:
     from amplitude_simulator import AmplitudeSimulator
     from tests.e2e.support import Meltano
 
-# One PostgreSQL server and one Meltano installation: e2e tests run one at a time.
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.e2e
 
 DUCKDB_PYTHON = ROOT / ".meltano" / "utilities" / "duckdb" / "venv" / "bin" / "python"
 PIPELINE = ("tap-amplitude-batch", "target-duckdb-batch")

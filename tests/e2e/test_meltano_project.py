@@ -16,8 +16,7 @@ from tests.e2e.support import ROOT
 if TYPE_CHECKING:
     from tests.e2e.support import Meltano
 
-# One PostgreSQL server and one Meltano installation: e2e tests run one at a time.
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.e2e
 
 MELTANO_PYTHON = ROOT / ".venv-meltano" / "bin" / "python"
 

@@ -20,8 +20,7 @@ if TYPE_CHECKING:
 
     from tests.e2e.support import Meltano
 
-# One PostgreSQL server and one Meltano installation: e2e tests run one at a time.
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.e2e
 
 
 def test_pipeline_benchmark_smoke(meltano_session: Meltano, tmp_path: Path) -> None:

@@ -20,8 +20,7 @@ if TYPE_CHECKING:
     from amplitude_simulator import AmplitudeSimulator
     from tests.e2e.support import Meltano, Postgres
 
-# One PostgreSQL server and one Meltano installation: e2e tests run one at a time.
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.e2e
 
 TIMESTAMP_COLUMNS = EVENT_TIMESTAMP_FIELDS
 FIRST_END = E2E_DATASET.start + 3 * DAY
