@@ -24,6 +24,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from export_benchmark import peak_rss_mb  # the same /proc reading as the export benchmark
+
 START = datetime(2024, 3, 1, tzinfo=timezone.utc)
 
 
@@ -45,17 +47,6 @@ def catalog_for_export(workdir: Path) -> Path:
     return path
 
 
-def peak_rss_mb(pid: int) -> float:
-    """The process's memory high-water mark so far (VmHWM), 0 when it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def run(config: dict[str, Any], catalog: Path, workdir: Path) -> dict[str, Any]:
     """One tap run; its time, peak memory, records digest and final STATE."""
     config_path = workdir / f"config-{config['export_concurrency']}.json"
@@ -68,7 +59,7 @@ def run(config: dict[str, Any], catalog: Path, workdir: Path) -> dict[str, Any]:
     with output.open("wb") as sink, (workdir / "tap.log").open("ab") as log:
         process = subprocess.Popen(command, stdout=sink, stderr=log)
         while process.poll() is None:
-            peak = max(peak, peak_rss_mb(process.pid))
+            peak = max(peak, peak_rss_mb(process.pid) or 0.0)
             time.sleep(0.05)
     seconds = time.perf_counter() - started
     if process.returncode:
