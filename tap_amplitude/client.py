@@ -21,6 +21,7 @@ if t.TYPE_CHECKING:
 
     from backoff.types import Details
     from singer_sdk.helpers.types import Context, Record, RequestFunc
+    from singer_sdk.pagination import BaseAPIPaginator
 
 APP_PROPERTY: dict[str, t.Any] = {
     "type": ["integer", "null"],
@@ -130,6 +131,14 @@ class AmplitudeStream(RESTStream[t.Any]):
         if row.get("app") is None and self.config.get("project_id") is not None:
             row["app"] = self.config["project_id"]
         return row
+
+    #: One response holds everything a request asks for: no paging to follow.
+    single_response: t.ClassVar[bool] = False
+
+    @override
+    def get_new_paginator(self) -> BaseAPIPaginator[t.Any] | None:
+        """No paginator for single-response streams; the SDK's default otherwise."""
+        return None if self.single_response else super().get_new_paginator()
 
     @property
     @override

@@ -83,10 +83,7 @@ class AnnotationCategoriesStream(AmplitudeStream):
         ),
     ).to_dict()
 
-    @override
-    def get_new_paginator(self) -> None:
-        """One response holds every category."""
-        return
+    single_response = True  # One response holds every category.
 
     @override
     def validate_response(self, response: requests.Response) -> None:

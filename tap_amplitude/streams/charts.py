@@ -101,10 +101,7 @@ class ChartResultsStream(AmplitudeStream):
         ),
     ).to_dict()
 
-    @override
-    def get_new_paginator(self) -> None:
-        """The stream makes its own requests."""
-        return
+    single_response = True  # The stream makes its own requests.
 
     @override
     def validate_response(self, response: requests.Response) -> None:

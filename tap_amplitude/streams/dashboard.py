@@ -65,10 +65,7 @@ class EventTypesStream(AmplitudeStream):
         th.Property("timeline_hidden", th.CustomType({"type": ["boolean", "number", "null"]})),
     ).to_dict()
 
-    @override
-    def get_new_paginator(self) -> None:
-        """One response holds every event type."""
-        return
+    single_response = True  # One response holds every event type.
 
 
 # --------------------------------------------------------------------------------------
@@ -185,10 +182,7 @@ class CohortsStream(AmplitudeStream):
         ),
     ).to_dict()
 
-    @override
-    def get_new_paginator(self) -> None:
-        """One response holds every cohort."""
-        return
+    single_response = True  # One response holds every cohort.
 
     @override
     def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
@@ -269,10 +263,7 @@ class AnnotationsStream(AmplitudeStream):
         ),
     ).to_dict()
 
-    @override
-    def get_new_paginator(self) -> None:
-        """One response holds every annotation."""
-        return
+    single_response = True  # One response holds every annotation.
 
     @override
     def validate_response(self, response: requests.Response) -> None:

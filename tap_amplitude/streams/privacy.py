@@ -120,10 +120,7 @@ class UserProfilesStream(AmplitudeStream):
             key="Authorization", value=f"Api-Key {self.config['secret_key']}"
         )
 
-    @override
-    def get_new_paginator(self) -> None:
-        """One profile per response."""
-        return
+    single_response = True  # One profile per response.
 
     @override
     def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
@@ -267,10 +264,7 @@ class DeletionJobsStream(AmplitudeStream):
             last = datetime.now(tz=timezone.utc).date() + timedelta(days=JOBS_LOOKAHEAD_DAYS)
         return job_windows(first, last)
 
-    @override
-    def get_new_paginator(self) -> None:
-        """Each window answers in one response."""
-        return
+    single_response = True  # Each window answers in one response.
 
     @override
     def get_records(self, context: Context | None) -> Iterable[Record]:

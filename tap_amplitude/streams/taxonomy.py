@@ -59,10 +59,7 @@ class TaxonomyStream(AmplitudeStream):
 
     replication_key = None
 
-    @override
-    def get_new_paginator(self) -> None:
-        """Taxonomy lists come whole (no paging is documented)."""
-        return
+    single_response = True  # Taxonomy lists come whole (no paging is documented).
 
     @override
     def validate_response(self, response: requests.Response) -> None:

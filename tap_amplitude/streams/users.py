@@ -60,10 +60,7 @@ class UserSearchStream(AmplitudeStream):
         terms += [str(amplitude_id) for amplitude_id in self.config.get("amplitude_ids") or []]
         return [{"search_term": term} for term in dict.fromkeys(terms)]
 
-    @override
-    def get_new_paginator(self) -> None:
-        """User search answers in one page."""
-        return
+    single_response = True  # User search answers in one page.
 
     @override
     def get_records(self, context: Context | None) -> Iterable[Record]:
