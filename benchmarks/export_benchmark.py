@@ -179,39 +179,42 @@ def measure(size: int, repeat: int) -> list[Result]:
             "end_date": (DAY + timedelta(hours=HOURS)).isoformat(),
             "export_window_hours": 6,
         }
-        floors = [floor(archive) for _ in range(repeat)]
-        events = floors[0][0]
-        floor_seconds = statistics.median(seconds for _, seconds in floors)
-        results = [
-            Result(size, "floor", events, floor_seconds, events / floor_seconds, 1.0, 1.0, None)
-        ]
-
         empty_hour = {
             **config,
             "start_date": "2023-01-01T00:00:00Z",
             "end_date": "2023-01-01T01:00:00Z",
         }
-        startup = statistics.median(run_tap(empty_hour, catalog, workdir)[0] for _ in range(repeat))
-        results.append(Result(size, "startup", 0, startup, 0.0, startup / floor_seconds, 0.0, None))
-
         batch_dir = workdir / "batches"
         batch_config = {
             "encoding": {"format": "jsonl", "compression": "gzip"},
             "storage": {"root": f"file://{batch_dir}"},
             "batch_size": 50_000,
         }
-        for mode, mode_config in (
-            ("record", config),
-            ("batch", {**config, "batch_config": batch_config}),
-        ):
-            runs = []
-            for _ in range(repeat):
+        modes = {"record": config, "batch": {**config, "batch_config": batch_config}}
+        # Rounds of one run of each, so that the machine's speed drifting (it does, on shared
+        # hardware) moves every mode alike rather than whichever happened to run then.
+        floors: list[float] = []
+        startups: list[float] = []
+        runs: dict[str, list[tuple[float, float | None]]] = {mode: [] for mode in modes}
+        events = 0
+        for _ in range(repeat):
+            events, seconds = floor(archive)
+            floors.append(seconds)
+            startups.append(run_tap(empty_hour, catalog, workdir)[0])
+            for mode, mode_config in modes.items():
                 batch_dir.mkdir(exist_ok=True)
-                runs.append(run_tap(mode_config, catalog, workdir))
+                runs[mode].append(run_tap(mode_config, catalog, workdir))
                 for leftover in batch_dir.glob("*"):
                     leftover.unlink()
-            seconds = statistics.median(seconds for seconds, _ in runs)
-            peak = max((rss for _, rss in runs if rss is not None), default=None)
+        floor_seconds = statistics.median(floors)
+        startup = statistics.median(startups)
+        results = [
+            Result(size, "floor", events, floor_seconds, events / floor_seconds, 1.0, 1.0, None),
+            Result(size, "startup", 0, startup, 0.0, startup / floor_seconds, 0.0, None),
+        ]
+        for mode, measured in runs.items():
+            seconds = statistics.median(seconds for seconds, _ in measured)
+            peak = max((rss for _, rss in measured if rss is not None), default=None)
             ratio, net = seconds / floor_seconds, (seconds - startup) / floor_seconds
             results.append(Result(size, mode, events, seconds, events / seconds, ratio, net, peak))
     return results

@@ -21,9 +21,6 @@ if t.TYPE_CHECKING:
 
 LINE_BLOCK_BYTES = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
-# Every digit becomes "0" and every other byte a space, so a long number is a run of zeros.
-_DIGITS_ONLY = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))  # noqa: PLR2004
-_LONG_NUMBER = b"0" * 19
 ZIP_MAGIC = b"PK\x03\x04"
 
 
@@ -40,7 +37,6 @@ class LineBlock:
     first_line: int
     lines: list[bytes]
     window: str = ""  # the window's label, for messages; set by the run that downloaded it
-    long_numbers: bool = False  # a run of 19+ digits: an integer that may not fit 64 bits
 
     def line_number(self, index: int) -> int:
         """The member line number of ``lines[index]``, for error messages."""
@@ -110,19 +106,10 @@ def member_blocks(stream: _Readable, name: str) -> Iterator[LineBlock]:
         lines = text.split(b"\n")
         carry = lines.pop()
         if lines:
-            yield LineBlock(name, hour, number, lines, long_numbers=_has_long_number(text))
+            yield LineBlock(name, hour, number, lines)
             number += len(lines)
     if carry.strip():
-        yield LineBlock(name, hour, number, [carry], long_numbers=_has_long_number(carry))
-
-
-def _has_long_number(text: bytes) -> bool:
-    """Whether ``text`` holds 19 digits in a row, checked in C at about 1 ns a byte.
-
-    Integers of 19 digits or more may not fit 64 bits, which the fast JSON parser would turn
-    into floats; such blocks are parsed with one that keeps every integer exact.
-    """
-    return _LONG_NUMBER in text.translate(_DIGITS_ONLY)
+        yield LineBlock(name, hour, number, [carry])
 
 
 def member_sort_key(name: str) -> tuple[str, int, int]:

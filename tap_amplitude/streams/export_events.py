@@ -15,7 +15,13 @@ from typing_extensions import override
 
 from tap_amplitude.client import AmplitudeStream
 from tap_amplitude.export import Checkpoint, ExportRun, export_end, plan_windows
-from tap_amplitude.output import BatchFiles, RecordShaper, RecordWriter, RowReader
+from tap_amplitude.output import (
+    BatchFiles,
+    RecordShaper,
+    RecordWriter,
+    RowReader,
+    bulk_parsing,
+)
 from tap_amplitude.schemas import EVENT_PROPERTIES
 from tap_amplitude.sdk import BulkRecordStream
 from tap_amplitude.storage import Kind, StorageRun, storage_run
@@ -84,7 +90,7 @@ class ExportEventsStream(BulkRecordStream, AmplitudeStream):
         writer = RecordWriter()
         time_extracted = format_datetime(datetime.now(tz=timezone.utc))
         counter = self.get_record_counter()
-        with counter, self.get_sync_timer():
+        with counter, self.get_sync_timer(), bulk_parsing():
             for item in self.export_run(context).items(hourly=True):
                 if isinstance(item, Checkpoint):
                     writer.flush()
@@ -117,6 +123,7 @@ class ExportEventsStream(BulkRecordStream, AmplitudeStream):
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-gzip") as compressor,
             counter,
             self.get_sync_timer(),
+            bulk_parsing(),
         ):
             files = BatchFiles(self, batch_config, compressor)
             for item in self.export_run(context).items(hourly=False):
@@ -128,7 +135,7 @@ class ExportEventsStream(BulkRecordStream, AmplitudeStream):
                         self.checkpoint(context, item.until)
                     continue
                 rows = reader.rows(item)
-                for full in files.add(shaper.batch_rows(rows)):
+                for full in files.add(shaper.batch_records(rows)):
                     yield batch_config.encoding, full
                 counter.increment(len(rows))
 
