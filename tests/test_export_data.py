@@ -6,6 +6,7 @@ served by a small real HTTP server on loopback, answering the Export API's path.
 
 from __future__ import annotations
 
+import gc
 import gzip
 import io
 import json
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 from typing_extensions import override
 
+from tap_amplitude.output import bulk_parsing
 from tests.helpers import TapRun, parse_messages, run_tap, warning_lines
 
 STREAM = "export_events"
@@ -213,3 +215,15 @@ def test_batch_files_keep_big_integers(server: ArchiveServer, tmp_path: Any) -> 
     with gzip.open(path, "rt") as rows:
         (row,) = [json.loads(line) for line in rows]
     assert row["event_properties"]["huge"] == huge
+
+
+def test_bulk_parsing_raises_the_gc_threshold_and_always_restores_it() -> None:
+    """Blocks are parsed with a rare cyclic GC; whatever happens, the threshold comes back."""
+    before = gc.get_threshold()
+    with bulk_parsing():
+        assert gc.get_threshold()[0] >= 50 * before[0]
+        assert gc.get_threshold()[1:] == before[1:]
+    assert gc.get_threshold() == before
+    with pytest.raises(KeyboardInterrupt), bulk_parsing():
+        raise KeyboardInterrupt
+    assert gc.get_threshold() == before
