@@ -15,7 +15,8 @@ property bags) in the bundled simulator, serves it on 127.0.0.1, and measures:
 Ratios are reported twice: the whole run's time over the floor's, and the same with the
 measured start-up subtracted (the floor has no start-up: it runs inside this process).
 
-Times are medians of ``--repeat`` runs. Peak RSS is the tap process's own high-water mark
+It measures in ``--repeat`` rounds of one run of each (floor, startup, record, batch), so that
+the machine's drifting speed moves every mode alike, and reports medians. Peak RSS is the tap process's own high-water mark
 (VmHWM, sampled from /proc while it runs). It prints a table and writes a JSON file and an SVG
 chart of events/s per mode.
 """
