@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from target_duckdb_batch import TargetDuckDBBatch
-from target_duckdb_batch.sink import column_type
+from target_duckdb_batch.sink import DuckDBSink, column_type
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -273,3 +273,53 @@ def test_the_command_line_describes_the_target() -> None:
     assert about["name"] == "target-duckdb-batch"
     assert "batch" in about["capabilities"]
     assert about["settings"]["required"] == ["database"]
+
+
+def primary_key(database: Path) -> list[tuple[Any, ...]]:
+    return rows(
+        database,
+        "SELECT constraint_column_names FROM duckdb_constraints() "
+        "WHERE table_name = 'export_events' AND constraint_type = 'PRIMARY KEY'",
+    )
+
+
+@pytest.mark.parametrize("copies", [1, 2], ids=["distinct", "a-key-twice"])
+def test_a_new_table_gets_its_key_with_the_first_load(
+    tmp_path: Path, database: Path, copies: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first load inserts into a keyless table and adds the key after; a load holding a key
+    # twice cannot take the key that way and is loaded the usual way instead.
+    usual_way: list[str] = []
+    add_key = DuckDBSink._add_primary_key
+
+    def spy(sink: DuckDBSink) -> None:
+        usual_way.append(sink.stream_name)
+        add_key(sink)
+
+    monkeypatch.setattr(DuckDBSink, "_add_primary_key", spy)
+    url = batch_file(tmp_path / "a.json.gz", [event(n) for n in range(5) for _ in range(copies)])
+    run_target(database, [schema_message(), batch_message(url), state("h")])
+    assert usual_way == ([] if copies == 1 else ["export_events"])
+    assert primary_key(database) == [(["uuid"],)]
+    assert rows(database, "SELECT count(*), count(DISTINCT uuid) FROM amplitude.export_events") == [
+        (5, 5)
+    ]
+    changed = batch_file(tmp_path / "b.json.gz", [event(1, event_type="purchase")])
+    run_target(database, [schema_message(), batch_message(changed), state("h2")])
+    assert rows(database, "SELECT count(*) FROM amplitude.export_events") == [(5,)]
+
+
+def test_a_table_without_rows_still_gets_its_key(database: Path) -> None:
+    run_target(database, [schema_message(), state("h")])
+    assert primary_key(database) == [(["uuid"],)]
+
+
+def test_a_keyless_table_left_by_a_stopped_run_gets_its_key(tmp_path: Path, database: Path) -> None:
+    database.parent.mkdir(parents=True)
+    with duckdb.connect(str(database)) as con:
+        con.execute("CREATE SCHEMA amplitude")
+        con.execute("CREATE TABLE amplitude.export_events (uuid VARCHAR, event_type VARCHAR)")
+    url = batch_file(tmp_path / "a.json.gz", [event(1), event(1, event_type="purchase")])
+    run_target(database, [schema_message(), batch_message(url), state("h")])
+    assert primary_key(database) == [(["uuid"],)]
+    assert rows(database, "SELECT count(*) FROM amplitude.export_events") == [(1,)]
