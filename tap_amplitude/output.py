@@ -53,6 +53,25 @@ class BadLineError(AmplitudeError):
     """A line of the export cannot be passed on as it is; the run stops on it."""
 
 
+def encode_lines(items: list[t.Any]) -> bytes:
+    r"""Messages or rows as JSON lines, in one call for the whole list.
+
+    A string holding half of a UTF-16 pair (JavaScript strings can; the export escapes it as
+    ``\ud800``) is not Unicode, so not UTF-8 either: such items keep the escape instead.
+    """
+    try:
+        return _ENCODER.encode_lines(items)
+    except UnicodeEncodeError:
+        return b"".join(_encode_line(item) for item in items)
+
+
+def _encode_line(item: t.Any) -> bytes:
+    try:
+        return _ENCODER.encode(item) + b"\n"
+    except UnicodeEncodeError:  # ASCII with \u escapes, as the Singer SDK writes messages
+        return (json.dumps(item, separators=(",", ":"), default=str) + "\n").encode()
+
+
 @contextlib.contextmanager
 def bulk_parsing() -> Iterator[None]:
     """Let the cyclic garbage collector run rarely while rows are parsed in blocks."""
@@ -202,8 +221,8 @@ class RecordShaper:
                 "stream": self.maps[0][0],
                 "time_extracted": time_extracted,
             }
-            return _ENCODER.encode_lines([{**envelope, "record": row} for row in rows])
-        return _ENCODER.encode_lines(
+            return encode_lines([{**envelope, "record": row} for row in rows])
+        return encode_lines(
             [
                 {
                     "type": "RECORD",
@@ -298,7 +317,7 @@ class BatchFiles:
                 gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1),
             )
         self._wait()
-        encoded = _ENCODER.encode_lines(self.block)
+        encoded = encode_lines(self.block)
         self.in_flight = self.compressor.submit(self.compressed.write, encoded)
         self.block.clear()
 

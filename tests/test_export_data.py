@@ -227,3 +227,31 @@ def test_bulk_parsing_raises_the_gc_threshold_and_always_restores_it() -> None:
     with pytest.raises(KeyboardInterrupt), bulk_parsing():
         raise KeyboardInterrupt
     assert gc.get_threshold() == before
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["record", "batch"])
+def test_a_lone_surrogate_escape_passes_through_as_sent(
+    server: ArchiveServer, tmp_path: Any, batch: bool
+) -> None:
+    # JavaScript strings can hold half of a UTF-16 pair; Amplitude exports it as an escape.
+    # It is no character, so not UTF-8 either: the tap keeps the escape rather than stop on it.
+    row = lines(event(1, event_properties={"name": "x"}), event(2)).replace(
+        b'"name": "x"', b'"name": "a\\ud800b"'
+    )
+    config: dict[str, Any] = {}
+    if batch:
+        config["batch_config"] = {
+            "encoding": {"format": "jsonl", "compression": "gzip"},
+            "storage": {"root": f"file://{tmp_path}"},
+        }
+    run = server.run({member(0): gz(row)}, **config)
+    assert run.returncode == 0, run.stderr
+    if batch:
+        (path,) = tmp_path.glob("*.json.gz")
+        written = gzip.decompress(path.read_bytes())
+        records = [json.loads(line) for line in written.splitlines()]
+    else:
+        written = run.stdout.encode()
+        records = run.records(STREAM)
+    assert [r["event_properties"] for r in records] == [{"name": "a\ud800b"}, {"n": 2}]
+    assert b"a\\ud800b" in written
