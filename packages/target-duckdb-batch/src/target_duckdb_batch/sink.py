@@ -158,12 +158,11 @@ class DuckDBSink(BatchSink):
 
         None if the load holds a key twice (or anything else failed), with nothing changed.
         """
-        keys = ", ".join(quoted(key) for key in self.key_properties)
         con = self.connection
         con.execute("BEGIN TRANSACTION")
         try:
             count = self._insert("INSERT INTO", paths, compression)
-            con.execute(f"ALTER TABLE {self.table} ADD PRIMARY KEY ({keys})")
+            self._add_primary_key()
             con.execute("COMMIT")  # checks the key: a duplicate fails here
         except duckdb.Error:
             with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
@@ -172,7 +171,6 @@ class DuckDBSink(BatchSink):
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        self.key_pending = False
         return count
 
     def _insert(self, verb: str, paths: list[str], compression: str) -> int:
