@@ -24,27 +24,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from export_benchmark import peak_rss_mb  # the same /proc reading as the export benchmark
+from export_benchmark import export_only_catalog, peak_rss_mb  # shared with the export benchmark
 
 START = datetime(2024, 3, 1, tzinfo=timezone.utc)
-
-
-def catalog_for_export(workdir: Path) -> Path:
-    """A catalog with only export_events selected."""
-    discovered = subprocess.run(
-        [sys.executable, "-m", "tap_amplitude", "--discover"],
-        capture_output=True,
-        check=True,
-        text=True,
-    )
-    catalog = json.loads(discovered.stdout)
-    for entry in catalog["streams"]:
-        for metadata in entry["metadata"]:
-            if metadata["breadcrumb"] == []:
-                metadata["metadata"]["selected"] = entry["tap_stream_id"] == "export_events"
-    path = workdir / "catalog.json"
-    path.write_text(json.dumps(catalog))
-    return path
 
 
 def run(config: dict[str, Any], catalog: Path, workdir: Path) -> dict[str, Any]:
@@ -115,7 +97,7 @@ def main() -> None:
         url = next(word for word in words if word.startswith("http://"))
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
-            catalog = catalog_for_export(workdir)
+            catalog = export_only_catalog(workdir)
             base = {
                 "api_key": banner["api_key"],
                 "secret_key": banner["secret_key"],

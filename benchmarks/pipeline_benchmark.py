@@ -63,8 +63,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 import duckdb
 import orjson
+from export_benchmark import build_dataset  # the same day of events as the export benchmark
 
-from amplitude_simulator import AmplitudeSimulator, Dataset
+from amplitude_simulator import AmplitudeSimulator
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -451,17 +452,6 @@ def duckdb_floor_load(database: str, batch_dir: str, columns_file: str) -> None:
 
 
 # -- the run ----------------------------------------------------------------------------------
-
-
-def build_dataset(events: int) -> Dataset:
-    """One day of data with about ``events`` events, every hour non-empty."""
-    return Dataset(
-        start=DAY,
-        end=DAY + timedelta(hours=HOURS),
-        events_per_hour=max(1, round(events / HOURS)),
-        empty_hour_every=0,
-        users=500,
-    )
 
 
 def start_postgres(work: Path) -> tuple[dict[str, str], Path, dict[str, str]]:
