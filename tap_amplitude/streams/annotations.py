@@ -66,7 +66,18 @@ def v3_annotation(item: Mapping[str, t.Any]) -> Record:
     }
 
 
-class AnnotationCategoriesStream(AmplitudeStream):
+class V3RouteStream(AmplitudeStream):
+    """A stream whose ``path`` is a v3 annotations route, which Amplitude may refuse."""
+
+    @override
+    def validate_response(self, response: requests.Response) -> None:
+        """A refused v3 route is set apart (V3RefusedError), so the stream can do without it."""
+        if v3_refusal(response, self.path):
+            raise V3RefusedError(self.response_error_message(response), response)
+        super().validate_response(response)
+
+
+class AnnotationCategoriesStream(V3RouteStream):
     """Annotation categories (v3 only; skipped with one warning where v3 is refused)."""
 
     name = "annotation_categories"
@@ -84,13 +95,6 @@ class AnnotationCategoriesStream(AmplitudeStream):
     ).to_dict()
 
     single_response = True  # One response holds every category.
-
-    @override
-    def validate_response(self, response: requests.Response) -> None:
-        """A refused v3 route is set apart, so the run can go on without it."""
-        if v3_refusal(response, CATEGORIES_PATH):
-            raise V3RefusedError(self.response_error_message(response), response)
-        super().validate_response(response)
 
     @override
     def get_records(self, context: Context | None) -> Iterator[Record]:

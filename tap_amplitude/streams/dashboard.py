@@ -28,8 +28,8 @@ from tap_amplitude.streams.annotations import (
     V3_ANNOTATIONS_PATH,
     V3_ONLY_FIELDS,
     V3RefusedError,
+    V3RouteStream,
     v3_annotation,
-    v3_refusal,
 )
 from tap_amplitude.timestamps import format_datetime, parse_datetime
 
@@ -228,7 +228,7 @@ class CohortsStream(AmplitudeStream):
         return super().post_process(row, context)
 
 
-class AnnotationsStream(AmplitudeStream):
+class AnnotationsStream(V3RouteStream):
     """Chart annotations: the v3 API, or v2 where Amplitude refuses v3 (§12.4).
 
     Amplitude's docs replaced v2 with v3 (hours, ranges, categories, chart ids). Each run
@@ -264,13 +264,6 @@ class AnnotationsStream(AmplitudeStream):
     ).to_dict()
 
     single_response = True  # One response holds every annotation.
-
-    @override
-    def validate_response(self, response: requests.Response) -> None:
-        """A refused v3 listing is set apart: v2 is read instead."""
-        if v3_refusal(response, V3_ANNOTATIONS_PATH):
-            raise V3RefusedError(self.response_error_message(response), response)
-        super().validate_response(response)
 
     @override
     def get_records(self, context: Context | None) -> Iterator[Record]:
