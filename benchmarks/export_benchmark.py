@@ -146,6 +146,16 @@ def run_tap(config: dict[str, Any], catalog: Path, workdir: Path) -> tuple[float
     return seconds, peak
 
 
+def select_only_export(discovered: str) -> str:
+    """The ``--discover`` output with only export_events selected."""
+    catalog = json.loads(discovered)
+    for entry in catalog["streams"]:
+        for metadata in entry["metadata"]:
+            if metadata["breadcrumb"] == []:
+                metadata["metadata"]["selected"] = entry["tap_stream_id"] == "export_events"
+    return json.dumps(catalog)
+
+
 def export_only_catalog(workdir: Path) -> Path:
     """A catalog with only export_events selected."""
     discovered = subprocess.run(
@@ -154,13 +164,8 @@ def export_only_catalog(workdir: Path) -> Path:
         check=True,
         text=True,
     )
-    catalog = json.loads(discovered.stdout)
-    for entry in catalog["streams"]:
-        for metadata in entry["metadata"]:
-            if metadata["breadcrumb"] == []:
-                metadata["metadata"]["selected"] = entry["tap_stream_id"] == "export_events"
     path = workdir / "catalog.json"
-    path.write_text(json.dumps(catalog))
+    path.write_text(select_only_export(discovered.stdout))
     return path
 
 

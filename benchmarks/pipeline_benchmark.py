@@ -63,7 +63,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import duckdb
 import orjson
-from export_benchmark import build_dataset  # the same day of events as the export benchmark
+from export_benchmark import build_dataset, select_only_export  # shared with that benchmark
 
 from amplitude_simulator import AmplitudeSimulator
 
@@ -511,13 +511,8 @@ def export_only_catalog(bench: Bench, tap: str) -> Path:
         check=True,
         text=True,
     )
-    catalog = json.loads(discovered.stdout)
-    for entry in catalog["streams"]:
-        for metadata in entry["metadata"]:
-            if metadata["breadcrumb"] == []:
-                metadata["metadata"]["selected"] = entry["tap_stream_id"] == STREAM
     path = bench.work / "catalog.json"
-    path.write_text(json.dumps(catalog))
+    path.write_text(select_only_export(discovered.stdout))
     return path
 
 
