@@ -17,7 +17,7 @@ from tap_amplitude.ratelimit import ProjectLimiter, project_limiter
 from tap_amplitude.sdk import tap_of
 
 if t.TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import Generator, Mapping
 
     from backoff.types import Details
     from singer_sdk.helpers.types import Context, Record, RequestFunc
@@ -38,6 +38,8 @@ MAX_TRIES = 10
 MAX_WAIT_SECONDS = 300.0
 DEFAULT_TIMEOUT_SECONDS = 300.0
 _ERROR_BODY_CHARS = 300
+# Any plan with API access can list event types; the probe that tells bad keys apart.
+CREDENTIALS_PROBE_PATH = "/api/2/events/list"
 _Read = t.TypeVar("_Read")
 
 
@@ -180,6 +182,20 @@ class AmplitudeStream(RESTStream[t.Any]):
     def http_headers(self) -> dict[str, str]:
         """Headers for every request; auth is added by the authenticator."""
         return {"Accept": "application/json"}
+
+    def get(self, path: str, params: Mapping[str, t.Any] | None = None) -> requests.Response:
+        """One GET on the stream's host, with the stream's limits, retries and errors."""
+        prepared = self.build_prepared_request(
+            method="GET",
+            url=f"{self.url_base}{path}",
+            params=dict(params or {}),
+            headers=self.http_headers,
+        )
+        return self.send(prepared)
+
+    def check_credentials(self) -> None:
+        """Ask an endpoint every plan has; refused keys stop the run with the auth message."""
+        self.get(CREDENTIALS_PROBE_PATH)
 
     @t.overload
     def send(self, request: requests.PreparedRequest) -> requests.Response: ...

@@ -104,17 +104,7 @@ class AnnotationCategoriesStream(V3RouteStream):
         except V3RefusedError as exc:
             status = exc.response.status_code
             if status in {401, 403}:  # bad keys look the same: check them first
-                from tap_amplitude.streams.dashboard import (  # noqa: PLC0415 - it imports us
-                    CREDENTIALS_PROBE_PATH,
-                )
-
-                self.send(
-                    self.build_prepared_request(
-                        method="GET",
-                        url=f"{self.url_base}{CREDENTIALS_PROBE_PATH}",
-                        headers=self.http_headers,
-                    )
-                )
+                self.check_credentials()
             self.logger.warning(
                 "%s: skipped; Amplitude refused %s (HTTP %d: %s): the project does not offer "
                 "the v3 annotations API, so annotations are read from v2, which has no "

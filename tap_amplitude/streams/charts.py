@@ -18,7 +18,6 @@ from typing_extensions import override
 
 from tap_amplitude.client import AmplitudeResponseError, AmplitudeStream, error_summary
 from tap_amplitude.schemas import PROPERTY_BAG
-from tap_amplitude.streams.dashboard import CREDENTIALS_PROBE_PATH
 from tap_amplitude.timestamps import format_datetime
 
 if t.TYPE_CHECKING:
@@ -126,7 +125,7 @@ class ChartResultsStream(AmplitudeStream):
             except ChartRefusedError as exc:
                 status = exc.response.status_code
                 if status in {401, 403} and not keys_checked:  # bad keys look the same
-                    self.get(CREDENTIALS_PROBE_PATH)
+                    self.check_credentials()
                     keys_checked = True
                 reason = "is not allowed" if status in {401, 403} else "was not found"
                 self.logger.warning(
@@ -168,13 +167,6 @@ class ChartResultsStream(AmplitudeStream):
                 exc.response.status_code,
             )
             return "csv", self.json_body(response)
-
-    def get(self, path: str) -> requests.Response:
-        """One GET on the REST host, with the stream's limits, retries and errors."""
-        prepared = self.build_prepared_request(
-            method="GET", url=f"{self.url_base}{path}", headers=self.http_headers
-        )
-        return self.send(prepared)
 
     @staticmethod
     def json_body(response: requests.Response) -> dict[str, t.Any]:

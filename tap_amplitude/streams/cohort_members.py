@@ -39,7 +39,6 @@ from tap_amplitude.schemas import PROPERTY_BAG
 from tap_amplitude.sdk import write_state
 from tap_amplitude.streams.dashboard import (
     COHORTS_UNAVAILABLE,
-    CREDENTIALS_PROBE_PATH,
     CohortsUnavailableError,
     epoch_to_rfc3339,
 )
@@ -208,16 +207,6 @@ class CohortMembersStream(AmplitudeStream):
                 raise CohortRefusedError(self.response_error_message(response), response)
         super().validate_response(response)
 
-    def get(self, path: str, params: Mapping[str, t.Any] | None = None) -> requests.Response:
-        """One GET on the REST host, with the stream's limits, retries and errors."""
-        prepared = self.build_prepared_request(
-            method="GET",
-            url=f"{self.url_base}{path}",
-            params=dict(params or {}),
-            headers=self.http_headers,
-        )
-        return self.send(prepared)
-
     # -- the run -----------------------------------------------------------------------
 
     @override
@@ -321,7 +310,7 @@ class CohortMembersStream(AmplitudeStream):
             payload = self.get(COHORTS_PATH).json()
         except CohortsUnavailableError as exc:
             if exc.response.status_code != 400:  # noqa: PLR2004
-                self.get(CREDENTIALS_PROBE_PATH)  # refused keys stop the run here
+                self.check_credentials()  # refused keys stop the run here
             self.logger.warning(
                 COHORTS_UNAVAILABLE.replace("cohorts: ", f"{self.name}: ", 1),
                 exc.response.status_code,

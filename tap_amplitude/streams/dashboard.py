@@ -80,8 +80,6 @@ COHORT_TIMESTAMPS: dict[str, str] = {
     "lastComputed": "last_computed_at",
     "last_viewed": "last_viewed_at",
 }
-# Any plan with API access can list event types; the probe that tells bad keys apart.
-CREDENTIALS_PROBE_PATH = "/api/2/events/list"
 COHORTS_UNAVAILABLE = (
     "cohorts: skipped; Amplitude did not list cohorts (HTTP %d: %s). The keys work, so the "
     "project most likely lacks the Behavioral Cohorts add-on that this API needs; add it, "
@@ -208,15 +206,6 @@ class CohortsStream(AmplitudeStream):
             self.logger.warning(
                 COHORTS_UNAVAILABLE, exc.response.status_code, error_summary(exc.response)
             )
-
-    def check_credentials(self) -> None:
-        """Ask an endpoint every plan has; refused keys stop the run with the auth message."""
-        prepared = self.build_prepared_request(
-            method="GET",
-            url=f"{self.url_base}{CREDENTIALS_PROBE_PATH}",
-            headers=self.http_headers,
-        )
-        self.send(prepared)
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:

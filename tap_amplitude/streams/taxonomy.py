@@ -17,7 +17,6 @@ from typing_extensions import override
 from tap_amplitude.client import AmplitudeError, AmplitudeResponseError, AmplitudeStream
 from tap_amplitude.schemas import TAXONOMY_PROPERTY_FIELDS
 from tap_amplitude.sdk import tap_of
-from tap_amplitude.streams.dashboard import CREDENTIALS_PROBE_PATH
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -116,15 +115,6 @@ class TaxonomyStream(AmplitudeStream):
             self.logger.warning(
                 TAXONOMY_UNAVAILABLE, TAXONOMY_STREAMS, status, taxonomy_error(exc.response)
             )
-
-    def check_credentials(self) -> None:
-        """Ask an endpoint every plan has; refused keys stop the run with the auth message."""
-        prepared = self.build_prepared_request(
-            method="GET",
-            url=f"{self.url_base}{CREDENTIALS_PROBE_PATH}",
-            headers=self.http_headers,
-        )
-        self.send(prepared)
 
 
 class EventCategoriesStream(TaxonomyStream):
