@@ -14,6 +14,7 @@ import duckdb
 import pytest
 
 from target_duckdb_batch import TargetDuckDBBatch
+from target_duckdb_batch import sink as sink_module
 from target_duckdb_batch.sink import DuckDBSink, column_type
 
 SCHEMA: dict[str, Any] = {
@@ -307,6 +308,77 @@ def test_a_new_table_gets_its_key_with_the_first_load(
     ]
     changed = batch_file(tmp_path / "b.json.gz", [event(1, event_type="purchase")])
     run_target(database, [schema_message(), batch_message(changed), state("h2")])
+    assert rows(database, "SELECT count(*) FROM amplitude.export_events") == [(5,)]
+
+
+def test_a_schema_change_within_a_run_loads_the_pending_files_first(
+    tmp_path: Path, database: Path
+) -> None:
+    # A SCHEMA message that adds a property starts a new sink for the same table while the old
+    # one still holds files to load; the first time, into a table that has no key yet.
+    wider = {**SCHEMA, "properties": {**SCHEMA["properties"], "country": {"type": ["string"]}}}
+    widest = {**SCHEMA, "properties": {**wider["properties"], "city": {"type": ["string"]}}}
+    for schemas, new_rows in (
+        ((SCHEMA, wider), ([event(1), event(2)], [event(3, country="NL")])),  # new table
+        ((wider, widest), ([event(4)], [event(5, city="Delft"), event(1, city="Utrecht")])),
+    ):
+        first, second = (
+            batch_file(tmp_path / f"{i}-{len(schemas[1]['properties'])}.json.gz", found)
+            for i, found in enumerate(new_rows)
+        )
+        messages = [
+            schema_message(schema=schemas[0]),
+            batch_message(first),
+            schema_message(schema=schemas[1]),
+            batch_message(second),
+            state("h"),
+        ]
+        assert run_target(database, messages) == [{"bookmarks": {"export_events": {"until": "h"}}}]
+    assert rows(
+        database, "SELECT uuid, country, city FROM amplitude.export_events ORDER BY uuid"
+    ) == [
+        ("uuid-0001", None, "Utrecht"),
+        ("uuid-0002", None, None),
+        ("uuid-0003", "NL", None),
+        ("uuid-0004", None, None),
+        ("uuid-0005", None, "Delft"),
+    ]
+    assert primary_key(database) == [(["uuid"],)]
+
+
+def test_streams_load_side_by_side(tmp_path: Path, database: Path) -> None:
+    # BATCH messages of two streams interleave: new tables the first time, upserts the second.
+    def messages(version: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = [schema_message("a"), schema_message("b")]
+        for n in range(3):
+            for stream in ("a", "b"):
+                one = [event(n, event_type=f"{stream}-{version}")]
+                url = batch_file(tmp_path / f"{stream}{n}{version}.json.gz", one)
+                found.append({**batch_message(url), "stream": stream})
+        return [*found, state(version)]
+
+    run_target(database, messages("1"))
+    run_target(database, messages("2"))
+    for stream in ("a", "b"):
+        query = "SELECT count(*), min(event_type), max(event_type) FROM amplitude." + stream  # noqa: S608
+        assert rows(database, query) == [(3, f"{stream}-2", f"{stream}-2")]
+
+
+def test_pending_files_load_once_there_are_enough(
+    tmp_path: Path, database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sink_module, "MAX_PENDING_FILES", 2)
+    loads: list[int] = []
+    load = DuckDBSink.load_files
+
+    def counted(sink: DuckDBSink, paths: list[str], *, compression: str) -> int:
+        loads.append(len(paths))
+        return load(sink, paths, compression=compression)
+
+    monkeypatch.setattr(DuckDBSink, "load_files", counted)
+    urls = [batch_file(tmp_path / f"{n}.json.gz", [event(n)]) for n in range(5)]
+    run_target(database, [schema_message(), *map(batch_message, urls), state("h")])
+    assert loads == [2, 2, 1]
     assert rows(database, "SELECT count(*) FROM amplitude.export_events") == [(5,)]
 
 

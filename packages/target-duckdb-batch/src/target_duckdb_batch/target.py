@@ -69,6 +69,8 @@ class TargetDuckDBBatch(Target):
         """Start without a connection: the database opens on the first stream."""
         super().__init__(**kwargs)
         self._connection: duckdb.DuckDBPyConnection | None = None
+        # Including the sink of an older schema, which the SDK no longer lists as active.
+        self.sinks_with_pending_files: set[DuckDBSink] = set()
         # DuckDB parallelises each load itself; sinks share one connection: one at a time.
         self.max_parallelism = 1
 
@@ -85,6 +87,11 @@ class TargetDuckDBBatch(Target):
                 connection.execute("SET memory_limit = ?", [limit])
             self._connection = connection
         return self._connection
+
+    def load_pending_files(self) -> None:
+        """Load every sink's pending files: before DDL, which must not overtake them."""
+        for sink in list(self.sinks_with_pending_files):
+            sink.load_pending_files()
 
     @override
     def process_endofpipe(self) -> None:
