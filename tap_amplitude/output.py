@@ -96,7 +96,15 @@ class RowReader:
         """Every row of a block; the common case runs without a Python call per field."""
         try:
             rows = [normalize_event(_DECODE_OBJECT(line)) for line in block.lines]
-        except (msgspec.DecodeError, ValueError, TypeError, AttributeError, KeyError, IndexError):
+        except (
+            msgspec.DecodeError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            KeyError,
+            IndexError,
+            RecursionError,
+        ):
             rows = list(self._one_by_one(block))
         columns = self.columns
         return [row if columns.issuperset(row) else self._schema_columns(row) for row in rows]
@@ -118,7 +126,7 @@ class RowReader:
     def _parse(self, line: bytes, block: LineBlock, index: int) -> Row:
         try:
             return t.cast("Row", _DECODE_OBJECT(line))
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             pass  # find out why below, on the slow path
         try:
             text = line.decode("utf-8")
@@ -128,6 +136,8 @@ class RowReader:
             value = json.loads(text, parse_constant=float)  # NaN and Infinity, named below
         except json.JSONDecodeError as exc:
             self._stop(block, index, f"it is not JSON ({exc.msg} at column {exc.colno})")
+        except RecursionError:
+            self._stop(block, index, "it nests arrays or objects too deeply to be parsed")
         if not isinstance(value, dict):
             self._stop(block, index, f"it is a JSON {_json_type(value)}, not an object")
         return t.cast("Row", self._finite(value, ""))

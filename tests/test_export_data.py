@@ -168,6 +168,10 @@ BAD_LINES = {
     "not JSON": (b'{"uuid": "x", oops}', "not JSON"),
     "an array": (b"[1, 2, 3]", "array, not an object"),
     "not UTF-8": (b'{"uuid": "\xff\xfe"}', "not UTF-8"),
+    "nested too deeply": (
+        b'{"uuid": "x", "p": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        "nests arrays or objects too deeply",
+    ),
     "number timestamp": (
         json.dumps(event(9, hour=1, event_time=1709251200)).encode(),
         "event_time is a JSON number",
