@@ -10,6 +10,8 @@ way the run ends with :class:`Interrupted`, which the CLIs turn into one line an
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import signal
 import sys
 import typing as t
@@ -90,6 +92,33 @@ def write_whole(data: bytes) -> None:
     buffered writer then returns a short count (and the text layer ignores it), so the rest
     is written here until none is left.
     """
+    if sys.stdout is None:  # started with stdout closed (`>&-`)
+        raise OutputUnwritable(os.strerror(errno.EBADF))
+    try:
+        _write_whole(data)
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRNOS:
+            raise
+        _silence_stdout()
+        raise OutputUnwritable(os.strerror(exc.errno or 0)) from exc
+
+
+_OUTPUT_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EBADF, errno.EDQUOT, errno.EIO}
+
+
+class OutputUnwritable(Exception):  # noqa: N818 - named for what it says
+    """Standard output no longer takes messages: closed, its reader gone, or its disk full."""
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _write_whole(data: bytes) -> None:
     with BOUNDARY.writing():
         sys.stdout.flush()
         buffer = getattr(sys.stdout, "buffer", None)

@@ -421,6 +421,19 @@ def secret_problems(
     return problems
 
 
+# Longer than any request Amplitude answers; beyond it the socket layer refuses the value.
+MAX_REQUEST_TIMEOUT_SECONDS = 86_400
+
+
+def request_timeout_problem(value: t.Any) -> str | None:
+    """Why a ``request_timeout`` is unusable (NaN, infinite, not above 0, over a day), if it is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, decimal.Decimal)):
+        return "must be a number of seconds above 0"
+    if not 0 < value <= MAX_REQUEST_TIMEOUT_SECONDS:  # NaN fails both comparisons
+        return f"must be a number of seconds above 0 and at most {MAX_REQUEST_TIMEOUT_SECONDS}"
+    return None
+
+
 def config_problems(config: Mapping[str, t.Any]) -> list[str]:
     """Cross-field problems with settings that pass the schema, each naming the setting."""
     problems: list[str] = []
@@ -433,18 +446,29 @@ def config_problems(config: Mapping[str, t.Any]) -> list[str]:
                 problems.append(f"{key}: is not an ISO 8601 date-time (e.g. 2024-03-01T00:00:00Z)")
     if "start_date" in dates and "end_date" in dates and dates["end_date"] <= dates["start_date"]:
         problems.append("end_date: must be after start_date")
-    for key in ("api_url", "profile_api_url"):
-        value = config.get(key)
-        if value:
-            parts = urlsplit(str(value))
-            if parts.scheme not in {"http", "https"} or not parts.netloc:
-                problems.append(f"{key}: is not an http(s) URL (e.g. https://amplitude.com)")
+    problems += _value_problems(config)
     if config.get("storage_export_url"):
         from tap_amplitude.storage.source import scheme_problem  # noqa: PLC0415 - no cycle
 
         problem = scheme_problem(str(config["storage_export_url"]))
         if problem:
             problems.append(f"storage_export_url: {problem}")
+    return problems
+
+
+def _value_problems(config: Mapping[str, t.Any]) -> list[str]:
+    """Values the schema lets through but requests cannot use: the timeout, the base URLs."""
+    problems: list[str] = []
+    if config.get("request_timeout") is not None:
+        problem = request_timeout_problem(config["request_timeout"])
+        if problem:
+            problems.append(f"request_timeout: {problem}")
+    for key in ("api_url", "profile_api_url"):
+        value = config.get(key)
+        if value:
+            parts = urlsplit(str(value))
+            if parts.scheme not in {"http", "https"} or not parts.netloc:
+                problems.append(f"{key}: is not an http(s) URL (e.g. https://amplitude.com)")
     return problems
 
 

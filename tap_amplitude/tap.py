@@ -20,7 +20,7 @@ from singer_sdk.tap_base import CliTestOptionValue
 from typing_extensions import override
 
 from tap_amplitude.client import DEFAULT_PROFILE_API_URL, REGION_HOSTS, AmplitudeError
-from tap_amplitude.interrupt import BOUNDARY, BoundedSingerWriter, Interrupted
+from tap_amplitude.interrupt import BOUNDARY, BoundedSingerWriter, Interrupted, OutputUnwritable
 from tap_amplitude.sdk import HookedTap
 from tap_amplitude.settings import (
     SPOOLING_STREAMS,
@@ -578,7 +578,7 @@ def read_catalog(path: str) -> Catalog:
 
 
 @contextlib.contextmanager
-def report_failures(logger: logging.Logger) -> Iterator[None]:
+def report_failures(logger: logging.Logger) -> Iterator[None]:  # noqa: C901 - one except per kind
     """Turn a failure the user can fix into one ERROR line and an exit code.
 
     Exit codes: 1 for configuration, files, environment, disk and Amplitude failures;
@@ -593,6 +593,14 @@ def report_failures(logger: logging.Logger) -> Iterator[None]:
             stop.signal_name,
         )
         sys.exit(stop.exit_code)
+    except OutputUnwritable as exc:
+        logger.error(  # noqa: TRY400 - the message is the whole story
+            "Could not write to standard output (%s): whatever reads the tap's output stopped "
+            "or has no room left. The run is incomplete; run it again to resume from the last "
+            "STATE that was written.",
+            exc,
+        )
+        sys.exit(1)
     except ConfigValidationError as exc:
         message = str(exc)
         if not message.startswith(INVALID_CONFIG):

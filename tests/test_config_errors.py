@@ -276,6 +276,8 @@ def test_bad_key_is_one_line_without_the_value(
         ("project_id", "MARK-aa11"),
         ("request_timeout", "MARK-aa11"),
         ("request_timeout", 0),
+        ("request_timeout", float("nan")),  # NaN passes JSON-schema's minimum
+        ("request_timeout", 1e10),  # beyond what sockets accept
         ("rec_id", ["MARK-aa11"]),
         ("active_users_group_by_country", "MARK-aa11"),
         ("rate_limits", "MARK-aa11"),
@@ -637,3 +639,32 @@ def test_unsendable_values_that_slip_through_are_not_echoed(
     [record] = caplog.records
     assert "LEAK-5150" not in record.getMessage()
     assert "api_key" in record.getMessage()
+
+
+@pytest.mark.parametrize("stdout", ["closed", "/dev/full"])
+def test_unwritable_standard_output_is_one_line_and_a_failure(
+    sim: AmplitudeSimulator, tmp_path: Path, stdout: str
+) -> None:
+    # `tap >&-` and a full disk behind stdout: not a traceback, nor a misleading TMPDIR hint.
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(simulator_config(sim)))
+    argv = [sys.executable, "-m", "tap_amplitude", "--config", str(config)]
+    with Path(os.devnull if stdout == "closed" else stdout).open("wb") as out:
+        result = subprocess.run(
+            argv,
+            stdout=subprocess.DEVNULL if stdout == "closed" else out,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=120,
+            env=_clean_env(),
+            cwd=ROOT,
+            close_fds=True,
+            preexec_fn=(lambda: os.close(1)) if stdout == "closed" else None,
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = _error_lines(result.stderr)
+    assert len(errors) == 1, result.stderr
+    assert "Could not write to standard output" in errors[0]
+    assert "TMPDIR" not in errors[0]

@@ -484,6 +484,8 @@ def test_jobs_rejects_a_reversed_range_in_one_line(
         ('["a"]', "must hold a JSON object"),
         ('{"api_key": "k"}', "secret_key missing or empty"),
         ('{"api_key": "k", "secret_key": "s", "region": "mars"}', "region must be one of"),
+        ('{"api_key": "k", "secret_key": "s", "request_timeout": NaN}', "request_timeout must"),
+        ('{"api_key": "k", "secret_key": "s", "request_timeout": 1e10}', "at most 86400"),
         ('{"api_key": "k", "secret_key": "s", "api_url": "ftp://x"}', "api_url must be an"),
     ],
 )

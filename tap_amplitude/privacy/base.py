@@ -25,6 +25,7 @@ from typing_extensions import override
 
 from tap_amplitude.client import REGION_HOSTS, api_base_url
 from tap_amplitude.interrupt import BOUNDARY, TERMINATION_SIGNALS, Interrupted
+from tap_amplitude.settings import request_timeout_problem
 from tap_amplitude.tap import TapAmplitude
 from tap_amplitude.timestamps import format_datetime
 
@@ -235,10 +236,8 @@ def setting_problems(data: dict[str, t.Any]) -> list[str]:
             if parts.scheme not in {"http", "https"} or not parts.netloc:
                 problems.append(f"{key} must be an http(s) URL")
     timeout = data.get("request_timeout")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
-    ):
-        problems.append("request_timeout must be a number of seconds above 0")
+    if timeout is not None and (problem := request_timeout_problem(timeout)):
+        problems.append(f"request_timeout {problem}")
     rec_id = data.get("rec_id")
     if rec_id is not None and not isinstance(rec_id, str):
         problems.append("rec_id must be a string")
