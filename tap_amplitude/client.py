@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import typing as t
 from email.utils import parsedate_to_datetime
 from functools import cached_property
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
@@ -110,6 +113,64 @@ def error_summary(response: requests.Response) -> str:
     return text[:_ERROR_BODY_CHARS] or response.reason or ""
 
 
+# Failures that another try cannot mend: the host does not speak TLS, or its certificate is
+# not trusted. Other TLS errors (a connection cut mid-handshake) stay retriable.
+_LASTING_TLS_FAILURES = {
+    "WRONG_VERSION_NUMBER": "the server answers plain HTTP, not HTTPS",
+    "CERTIFICATE_VERIFY_FAILED": "its certificate is not trusted",
+    "hostname mismatch": "its certificate is for another host",
+    "UNSUPPORTED_PROTOCOL": "it offers no TLS version this machine accepts",
+}
+_ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+def connection_failure(exc: requests.RequestException) -> str:
+    """``host (reason)`` for a request that got no HTTP answer, without credentials or paths.
+
+    requests nests the cause several exceptions deep in one long text; users need the host
+    and the reason: refused, name not found, timed out, TLS.
+    """
+    parts = urlsplit(getattr(exc.request, "url", None) or "")
+    host = f"{parts.scheme}://{parts.hostname}" if parts.hostname else "Amplitude"
+    if parts.port:
+        host += f":{parts.port}"
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        reason = next(
+            (why for marker, why in _LASTING_TLS_FAILURES.items() if marker in text),
+            "the TLS handshake failed",
+        )
+    elif isinstance(exc, requests.exceptions.ConnectTimeout):
+        reason = "no connection within request_timeout"
+    elif isinstance(exc, requests.exceptions.Timeout):
+        reason = "no answer within request_timeout"
+    elif match := _ERRNO_TEXT.search(text):
+        reason = match.group(1).strip().lower()
+    else:
+        reason = type(exc).__name__
+    return f"{host} ({reason})"
+
+
+def _lasting_tls_failures_are_final(func: RequestFunc) -> RequestFunc:
+    """Raise a lasting TLS failure as an AmplitudeError, which the retries do not repeat."""
+
+    @functools.wraps(func)
+    def attempt(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        try:
+            return func(*args, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            if not any(marker in str(exc) for marker in _LASTING_TLS_FAILURES):
+                raise
+            msg = (
+                f"Could not open a secure connection to {connection_failure(exc)}; check "
+                "api_url / profile_api_url (Amplitude's hosts use https://, the simulator "
+                "http://) and any proxy (HTTPS_PROXY) or CA bundle (REQUESTS_CA_BUNDLE)."
+            )
+            raise AmplitudeError(msg) from exc
+
+    return t.cast("RequestFunc", attempt)
+
+
 def describe_request(response: requests.Response) -> str:
     """``GET /api/2/export?start=…`` without host or credentials."""
     request = response.request
@@ -125,7 +186,7 @@ class AmplitudeStream(RESTStream[t.Any]):
         """Give every schema the ``app`` column that tells projects apart."""
         super().__init__(*args, **kwargs)
         self.schema["properties"].setdefault("app", APP_PROPERTY)
-        self.logger.addFilter(_GENERIC_SYNC_ERROR)
+        self.logger.addFilter(_REPEATED_FAILURE_LINES)
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
@@ -163,7 +224,7 @@ class AmplitudeStream(RESTStream[t.Any]):
     def request_decorator(self, func: RequestFunc) -> RequestFunc:
         """The SDK's retries, each attempt first waiting until Amplitude's limits allow it."""
         limited = self.rate_limiter.wrap(func, stream=self.name, logger=self.logger)
-        return super().request_decorator(limited)
+        return super().request_decorator(_lasting_tls_failures_are_final(limited))
 
     @property
     @override
@@ -278,6 +339,8 @@ class AmplitudeStream(RESTStream[t.Any]):
         response = getattr(exc, "response", None)
         if response is not None:
             reason = f"HTTP {response.status_code} for {describe_request(response)}"
+        elif isinstance(exc, requests.RequestException):
+            reason = f"{type(exc).__name__} from {connection_failure(exc)}"
         else:
             reason = type(exc).__name__ if exc is not None else "an error"
         self.logger.warning(
@@ -290,19 +353,23 @@ class AmplitudeStream(RESTStream[t.Any]):
         )
 
 
-class _DropGenericSyncError(logging.Filter):
-    """Drop the SDK's "An unhandled error occurred while syncing" line.
+class DropRepeatedFailureLines(logging.Filter):
+    """Drop lines that repeat, less usefully, what the tap says itself.
 
-    The CLI prints the failure's own one-line explanation right after; two ERROR lines for one
-    failure, the first of which says nothing actionable, would only confuse.
+    The SDK's "An unhandled error occurred while syncing" comes right before the CLI's own
+    one-line explanation; the ``backoff`` library's "Backing off" / "Giving up" lines repeat
+    :meth:`AmplitudeStream.backoff_handler`'s retry line and the CLI's failure line, with the
+    whole exception text. Two or three ERROR lines for one failure would only confuse.
     """
 
     @override
     def filter(self, record: logging.LogRecord) -> bool:
+        if "backoff" in Path(record.pathname).parts:
+            return False
         return not str(record.msg).startswith("An unhandled error occurred while syncing")
 
 
-_GENERIC_SYNC_ERROR = _DropGenericSyncError()
+_REPEATED_FAILURE_LINES = DropRepeatedFailureLines()
 
 
 def _retry_waits() -> Generator[float, t.Any, None]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import sys
 import typing as t
 from functools import cached_property
@@ -19,7 +18,12 @@ from singer_sdk.singerlib import Catalog
 from singer_sdk.tap_base import CliTestOptionValue
 from typing_extensions import override
 
-from tap_amplitude.client import DEFAULT_PROFILE_API_URL, REGION_HOSTS, AmplitudeError
+from tap_amplitude.client import (
+    DEFAULT_PROFILE_API_URL,
+    REGION_HOSTS,
+    AmplitudeError,
+    connection_failure,
+)
 from tap_amplitude.interrupt import BOUNDARY, BoundedSingerWriter, Interrupted, OutputUnwritable
 from tap_amplitude.sdk import HookedTap
 from tap_amplitude.settings import (
@@ -623,9 +627,8 @@ def report_failures(logger: logging.Logger) -> Iterator[None]:  # noqa: C901 - o
         sys.exit(1)
     except requests.RequestException as exc:
         logger.error(  # noqa: TRY400
-            "Could not reach Amplitude (%s: %s); check api_url/region and the network.",
-            type(exc).__name__,
-            _redact_url(str(exc)),
+            "Could not reach %s, also after retries; check api_url/region and the network.",
+            connection_failure(exc),
         )
         sys.exit(1)
     except OSError as exc:
@@ -633,8 +636,3 @@ def report_failures(logger: logging.Logger) -> Iterator[None]:  # noqa: C901 - o
             raise
         logger.error("%s", disk_error_message(exc))  # noqa: TRY400
         sys.exit(1)
-
-
-def _redact_url(text: str) -> str:
-    """Drop any ``user:password@`` a proxy URL might carry."""
-    return re.sub(r"//[^/@\s]+@", "//***@", text)

@@ -131,9 +131,28 @@ def test_unreachable_host_is_one_line(
         TapAmplitude.cli.main(["--config", str(config_path)], standalone_mode=False)
     assert exit_info.value.code == 1
     stderr = capsys.readouterr().err
-    assert "Could not reach Amplitude (ConnectionError" in stderr
-    assert "check api_url/region and the network" in stderr
+    port = config["api_url"].rsplit(":", 1)[1]
+    errors = [line for line in stderr.splitlines() if "| ERROR" in line]
+    assert len(errors) == 1, stderr  # not the backoff library's "Giving up" line as well
+    assert f"Could not reach http://127.0.0.1:{port} (connection refused)" in errors[0]
+    assert "check api_url/region and the network" in errors[0]
+    assert "Backing off" not in stderr
     assert "Traceback" not in stderr
+
+
+def test_https_to_a_plain_http_server_fails_at_once_with_one_line(
+    simulator: AmplitudeSimulator,
+) -> None:
+    """A lasting TLS failure is not retried ten times: it names the URL and what to check."""
+    config = simulator_config(simulator, api_url=simulator.url.replace("http://", "https://"))
+    run = run_tap(config, streams=["export_events"])
+    assert run.returncode == 1, run.stderr
+    errors = [line for line in run.stderr.splitlines() if "| ERROR" in line]
+    assert len(errors) == 1, run.stderr
+    assert "Could not open a secure connection to https://127.0.0.1:" in errors[0]
+    assert "answers plain HTTP, not HTTPS" in errors[0]
+    assert "retrying" not in run.stderr
+    assert "Traceback" not in run.stderr
 
 
 SECRET_PROJECT = Project(api_key="SIMKEY-7f3a9c0d5e", secret_key="SIMSECRET-b2e8d41f66")

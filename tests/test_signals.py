@@ -6,17 +6,24 @@ write when the signal arrives: the case where a message used to be cut in two.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
+import typing as t
 from pathlib import Path
 
 import pytest
 
 from amplitude_simulator import AmplitudeSimulator
 from tests.helpers import TapRun, run_tap, simulator_config, tap_command
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator
 
 STREAM = "export_events"
 
@@ -56,3 +63,64 @@ def test_a_signal_mid_write_leaves_whole_messages_and_a_resumable_state(
     assert resumed.returncode == 0, resumed.stderr
     got = {r["uuid"] for r in first.records(STREAM)} | {r["uuid"] for r in resumed.records(STREAM)}
     assert got == expected
+
+
+@contextlib.contextmanager
+def _silent_server() -> Iterator[tuple[int, list[socket.socket]]]:
+    """A port that accepts connections and never answers, like an export still being built."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(listener.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield listener.getsockname()[1], accepted
+    finally:
+        listener.close()
+        for connection in accepted:
+            connection.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("server", ["never answers", "refuses connections"])
+def test_a_signal_while_downloads_wait_ends_the_run_at_once(
+    simulator: AmplitudeSimulator, server: str
+) -> None:
+    """Downloads run on worker threads: neither a pending answer nor retries hold the exit."""
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        if server == "never answers":
+            port, accepted = stack.enter_context(_silent_server())
+        else:
+            port, accepted = _free_port(), []
+        config = simulator_config(
+            simulator, api_url=f"http://127.0.0.1:{port}", export_window_hours=24
+        )
+        command = tap_command(config, Path(tmp), streams=[STREAM])
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+            deadline = time.monotonic() + 30
+            while server == "never answers" and not accepted and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(3)  # downloads waiting for an answer, or between retries
+            assert process.poll() is None
+            process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            try:
+                stdout, stderr_bytes = process.communicate(timeout=20)
+            finally:
+                process.kill()
+            took = time.monotonic() - signalled
+    stderr = stderr_bytes.decode()
+    assert process.returncode == 143, stderr
+    assert took < 10, f"exit took {took:.1f} s after SIGTERM"
+    assert "Interrupted by SIGTERM" in stderr
+    assert "Traceback" not in stderr
+    assert all(json.loads(line) for line in stdout.decode().splitlines())

@@ -10,13 +10,14 @@ import dataclasses
 import itertools
 import typing as t
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 
 from tap_amplitude.client import MAX_TRIES, AmplitudeError
 from tap_amplitude.export.archive import CorruptExportError, LineBlock, read_archive
 from tap_amplitude.export.download import ExportDownloader, WindowTooLargeError
 from tap_amplitude.export.progress import ExportProgress
+from tap_amplitude.workers import DaemonPool
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -61,7 +62,7 @@ class ExportRun:
         """
         queue = deque(self.windows)
         in_flight: dict[Window, Future[Spool]] = {}
-        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="export-download")
+        pool = DaemonPool(self.concurrency, name="export-download")
         try:
             while queue:
                 window = queue[0]
@@ -84,14 +85,14 @@ class ExportRun:
                 yield Checkpoint(window.end)
         finally:
             self.download.cancelled.set()
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown()
             for leftover in in_flight.values():
                 leftover.add_done_callback(_close_spool)
 
     def _download_until_done(
         self,
         window: Window,
-        pool: ThreadPoolExecutor,
+        pool: DaemonPool,
         queue: deque[Window],
         in_flight: dict[Window, Future[Spool]],
     ) -> None:
@@ -105,7 +106,7 @@ class ExportRun:
 
     def _fill(
         self,
-        pool: ThreadPoolExecutor,
+        pool: DaemonPool,
         queue: deque[Window],
         in_flight: dict[Window, Future[Spool]],
     ) -> None:

@@ -19,7 +19,6 @@ import time
 import typing as t
 import zlib
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -28,6 +27,7 @@ from tap_amplitude.export import Checkpoint, LineBlock
 from tap_amplitude.export.archive import member_blocks
 from tap_amplitude.storage.layout import HOUR, Kind, day_prefix, parse_key
 from tap_amplitude.storage.state import CLOSE_GRACE, ReadState
+from tap_amplitude.workers import DaemonPool
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -195,7 +195,7 @@ class StorageRun:
         folders = self.folders()
         state = self.read_state
         self._log_plan(folders)
-        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="storage-read")
+        pool = DaemonPool(self.concurrency, name="storage-read")
         try:
             for plans in self.days(folders):
                 pending = deque(planned for plan in plans for planned in plan.objects)
@@ -230,7 +230,7 @@ class StorageRun:
             self._log_done()
         finally:
             self.cancelled.set()
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown()
 
     def read_object(self, planned: Planned, put: Callable[[LineBlock], None]) -> bool:
         """Stream one object's lines to ``put``; False if it vanished (a backfill in progress).
