@@ -20,6 +20,7 @@ import typing as t
 import uuid
 
 import msgspec
+from singer_sdk.exceptions import MapExpressionError
 from singer_sdk.mapper import SameRecordTransform
 
 from tap_amplitude.client import AmplitudeError
@@ -219,7 +220,15 @@ class RecordShaper:
             if stream_map is None:
                 yield alias, row
                 continue
-            mapped = stream_map.transform(row)
+            try:
+                mapped = stream_map.transform(row)
+            except MapExpressionError:
+                raise
+            except Exception as exc:
+                msg = (
+                    f"the map of stream '{alias}' failed on a record ({type(exc).__name__}: {exc})."
+                )
+                raise MapExpressionError(msg) from exc
             if mapped is not None:
                 yield alias, mapped
 

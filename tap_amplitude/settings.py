@@ -92,6 +92,8 @@ def read_json_file(path: str, what: str) -> dict[str, t.Any]:
         if isinstance(exc, json.JSONDecodeError):
             where = f" (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         raise SettingsError(f"{label} is not valid JSON{where}") from exc
+    except RecursionError as exc:
+        raise SettingsError(f"{label} nests arrays or objects too deeply to be read") from exc
     if not isinstance(data, dict):
         raise SettingsError(f"{label} must hold a JSON object, not {_kind(data)}")
     return data
@@ -116,10 +118,46 @@ def catalog_problem(catalog: Mapping[str, t.Any]) -> str | None:
         if not isinstance(entry, dict) or not isinstance(entry.get("tap_stream_id"), str):
             return f"streams[{index}] is not a catalog entry with a 'tap_stream_id'"
         if not isinstance(entry.get("metadata", []), list) or not isinstance(
-            entry.get("schema", {}), dict
+            entry.get("schema"), dict
         ):
-            return f"streams[{index}] needs 'schema' as an object and 'metadata' as an array"
+            return (
+                f"streams[{index}] ('{entry['tap_stream_id'][:60]}') needs 'schema' as an "
+                "object and 'metadata' as an array (write the catalog with --discover)"
+            )
     return None
+
+
+def bookmark_problems(state: Mapping[str, t.Any], replication_keys: Mapping[str, str]) -> list[str]:
+    """Bookmarks a stream could not resume from: values that are not an ISO 8601 date-time.
+
+    Every replication key of this tap is a date or a date-time; the values are not echoed.
+    """
+    problems = []
+    for stream, bookmark in state.get("bookmarks", {}).items():
+        if stream not in replication_keys:
+            continue
+        partitions = bookmark.get("partitions")
+        entries = [bookmark, *(partitions if isinstance(partitions, list) else [])]
+        for entry in entries:
+            value = entry.get("replication_key_value") if isinstance(entry, dict) else None
+            if value is not None and not _is_timestamp(value):
+                problems.append(
+                    f"the bookmark of '{stream}' (replication_key_value of "
+                    f"{replication_keys[stream]}) is not an ISO 8601 date-time; correct it, or "
+                    "remove the stream's entry to start again from start_date"
+                )
+                break
+    return problems
+
+
+def _is_timestamp(value: t.Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        parse_datetime(value)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass

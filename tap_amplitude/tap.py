@@ -12,7 +12,12 @@ from functools import cached_property
 import click
 import requests
 from singer_sdk import typing as th
-from singer_sdk.exceptions import ConfigValidationError, RetriableAPIError
+from singer_sdk.exceptions import (
+    ConfigValidationError,
+    DiscoveryError,
+    MappingError,
+    RetriableAPIError,
+)
 from singer_sdk.plugin_base import JSONSchemaValidator, SingerCommand
 from singer_sdk.singerlib import Catalog
 from singer_sdk.tap_base import CliTestOptionValue
@@ -31,6 +36,7 @@ from tap_amplitude.settings import (
     ConfigInput,
     EnvText,
     SettingsError,
+    bookmark_problems,
     catalog_problem,
     coerce_config,
     config_problems,
@@ -427,6 +433,31 @@ class TapAmplitude(HookedTap):
             self.logger.warning("Config validation failed")
         return errors
 
+    def check_bookmarks(self, state: dict[str, t.Any], path: str) -> None:
+        """Fail before any request if a bookmark cannot be resumed from.
+
+        Raises:
+            SettingsError: a selected stream's bookmark is not a date-time (named).
+        """
+        replication_keys = {
+            name: stream.replication_key
+            for name, stream in self.streams.items()
+            if stream.replication_key and (stream.selected or stream.has_selected_descendents)
+        }
+        problems = bookmark_problems(state, replication_keys)
+        if problems:
+            raise SettingsError(f"state file '{path}': " + "; ".join(problems))
+
+    def warn_unknown_streams(self, catalog: Catalog) -> None:
+        """Name selected catalog streams this tap does not have: they produce no data."""
+        for entry in catalog.streams:
+            if entry.tap_stream_id not in self.streams and entry.metadata.root.selected:
+                self.logger.warning(
+                    "The catalog selects stream '%s', which tap-amplitude does not have; it "
+                    "is skipped. Write the catalog again with --discover.",
+                    entry.tap_stream_id[:60],
+                )
+
     def check_temp_dir(self) -> None:
         """Fail before any request if selected streams cannot spool downloads to disk.
 
@@ -507,13 +538,19 @@ class TapAmplitude(HookedTap):
             cls.print_version(print_fn=cls.logger.info)
             config_input: ConfigInput = kwargs.get("config") or ConfigInput()
             state_path, catalog_path = kwargs.get("state"), kwargs.get("catalog")
+            state = None if state_path is None else read_state(state_path)
+            catalog = None if catalog_path is None else read_catalog(catalog_path)
             tap = cls(
                 config=config_input.config,
-                state=None if state_path is None else read_state(state_path),
-                catalog=None if catalog_path is None else read_catalog(catalog_path),
+                state=state,
+                catalog=catalog,
                 parse_env_config=config_input.parse_env,
                 validate_config=True,
             )
+            if state is not None:
+                tap.check_bookmarks(state, str(state_path))
+            if catalog is not None:
+                tap.warn_unknown_streams(catalog)
             tap.check_temp_dir()
             tap.sync_all()
 
@@ -582,11 +619,11 @@ def read_catalog(path: str) -> Catalog:
 
 
 @contextlib.contextmanager
-def report_failures(logger: logging.Logger) -> Iterator[None]:  # noqa: C901 - one except per kind
-    """Turn a failure the user can fix into one ERROR line and an exit code.
+def report_failures(logger: logging.Logger) -> Iterator[None]:
+    """Turn every failure into one ERROR line and an exit code, never a traceback.
 
-    Exit codes: 1 for configuration, files, environment, disk and Amplitude failures;
-    130/143 when interrupted (see interrupt.py); click's own usage errors exit 2.
+    Exit codes: 1 for configuration, files, environment, disk and Amplitude failures (and
+    the unforeseen); 130/143 when interrupted (see interrupt.py); click's usage errors exit 2.
     """
     try:
         yield
@@ -597,42 +634,66 @@ def report_failures(logger: logging.Logger) -> Iterator[None]:  # noqa: C901 - o
             stop.signal_name,
         )
         sys.exit(stop.exit_code)
-    except OutputUnwritable as exc:
-        logger.error(  # noqa: TRY400 - the message is the whole story
-            "Could not write to standard output (%s): whatever reads the tap's output stopped "
-            "or has no room left. The run is incomplete; run it again to resume from the last "
-            "STATE that was written.",
-            exc,
-        )
+    except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        raise  # click prints these, and exits with its own codes
+    except Exception as exc:
+        message = _failure_line(exc)
+        if message is None:
+            logger.debug("The failure in full:", exc_info=exc)
+            message = (
+                f"The run stopped on an unexpected {type(exc).__name__} ({_shortened(exc)}). "
+                "If the config has stream_maps, check their expressions; otherwise please "
+                "report this to tap-amplitude with the command and the log of a run with "
+                "TAP_AMPLITUDE_LOGLEVEL=DEBUG (it holds no keys). The last STATE written is "
+                "where the next run resumes."
+            )
+        logger.error("%s", message)  # noqa: TRY400
         sys.exit(1)
-    except ConfigValidationError as exc:
+
+
+def _failure_line(exc: Exception) -> str | None:  # noqa: PLR0911 - one return per kind
+    """The one line for a failure the user can act on; None for one nobody foresaw."""
+    if isinstance(exc, OutputUnwritable):
+        return (
+            f"Could not write to standard output ({exc}): whatever reads the tap's output "
+            "stopped or has no room left. The run is incomplete; run it again to resume from "
+            "the last STATE that was written."
+        )
+    if isinstance(exc, ConfigValidationError):
         message = str(exc)
         if not message.startswith(INVALID_CONFIG):
             message = INVALID_CONFIG + "; ".join(exc.errors or [message])
-        logger.error("%s", message)  # noqa: TRY400
-        sys.exit(1)
-    except SettingsError as exc:
-        logger.error("%s", exc)  # noqa: TRY400
-        sys.exit(1)
-    except (AmplitudeError, RetriableAPIError) as exc:
-        logger.error("%s", exc)  # noqa: TRY400 - the message is the whole story
-        sys.exit(1)
-    except (UnicodeEncodeError, requests.exceptions.InvalidHeader):
+        return message
+    if isinstance(exc, (SettingsError, AmplitudeError, RetriableAPIError)):
+        return str(exc)  # the message is the whole story
+    if isinstance(exc, (UnicodeEncodeError, requests.exceptions.InvalidHeader)):
         # Their text quotes the offending value, which may be a key: never shown.
-        logger.error(  # noqa: TRY400
+        return (
             "A request to Amplitude could not be built: a setting sent in a header or in "
             "authentication (api_key, secret_key) holds characters HTTP cannot carry; copy "
             "the keys again from Amplitude (Settings > Projects)."
         )
-        sys.exit(1)
-    except requests.RequestException as exc:
-        logger.error(  # noqa: TRY400
-            "Could not reach %s, also after retries; check api_url/region and the network.",
-            connection_failure(exc),
+    if isinstance(exc, requests.RequestException):
+        return (
+            f"Could not reach {connection_failure(exc)}, also after retries; check "
+            "api_url/region and the network."
         )
-        sys.exit(1)
-    except OSError as exc:
-        if not is_disk_error(exc):
-            raise
-        logger.error("%s", disk_error_message(exc))  # noqa: TRY400
-        sys.exit(1)
+    if isinstance(exc, MappingError):
+        return (
+            f"stream_maps: {_shortened(exc)} Correct the expression "
+            "(https://sdk.meltano.com/en/latest/stream_maps.html); "
+            "a record lacking a property needs record.get('name'), not record['name']."
+        )
+    if isinstance(exc, DiscoveryError):
+        return (
+            f"The catalog does not fit this tap: {_shortened(exc)}. Write it again with --discover."
+        )
+    if isinstance(exc, OSError) and is_disk_error(exc):
+        return disk_error_message(exc)
+    return None
+
+
+def _shortened(exc: BaseException, limit: int = 300) -> str:
+    """An exception's text on one line, cut to ``limit`` characters."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

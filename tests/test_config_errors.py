@@ -5,6 +5,7 @@ file, never with a traceback and never with the value.
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import logging
@@ -12,7 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,8 @@ def _bad_file(tmp_path: Path, kind: str) -> Path:
         path.write_bytes(b'{"api_key": "\xff\xfe"}')
     elif kind == "directory":
         path.mkdir()
+    elif kind == "nested":
+        path.write_text("[" * 100_000 + "]" * 100_000)
     return path  # "missing": never created
 
 
@@ -121,6 +124,7 @@ FILE_PROBLEMS = {
     "empty": "is not valid JSON",
     "not_utf8": "is not UTF-8",
     "directory": "is a directory",
+    "nested": "nests arrays or objects too deeply",
 }
 
 
@@ -184,6 +188,7 @@ def test_every_file_problem_in_every_mode(
         ("catalog", {"streams": {"export_events": {}}}, "'streams' array"),
         ("catalog", {"streams": [{"stream": "x"}]}, "tap_stream_id"),
         ("catalog", {"streams": [{"tap_stream_id": "x", "metadata": 3}]}, "metadata"),
+        ("catalog", {"streams": [{"tap_stream_id": "x", "metadata": []}]}, "needs 'schema'"),
     ],
 )
 def test_state_or_catalog_of_the_wrong_shape(
@@ -614,9 +619,126 @@ def test_disk_errors_reaching_the_cli_are_one_line(
     assert "\n" not in record.getMessage()
 
 
-def test_other_os_errors_are_not_disguised() -> None:
-    with pytest.raises(OSError, match="Broken pipe"), report_failures(logging.getLogger("x")):
+def test_other_os_errors_are_not_disguised(caplog: pytest.LogCaptureFixture) -> None:
+    with (
+        pytest.raises(SystemExit) as exit_info,
+        caplog.at_level(logging.ERROR),
+        report_failures(logging.getLogger("tap-amplitude-test")),
+    ):
         raise OSError(errno.EPIPE, "Broken pipe")
+    assert exit_info.value.code == 1
+    [record] = caplog.records
+    assert "unexpected BrokenPipeError ([Errno 32] Broken pipe)" in record.getMessage()
+    assert "TMPDIR" not in record.getMessage()
+
+
+def test_an_unforeseen_failure_is_still_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    with (
+        pytest.raises(SystemExit) as exit_info,
+        caplog.at_level(logging.DEBUG),
+        report_failures(logging.getLogger("tap-amplitude-test")),
+    ):
+        raise RuntimeError("x" * 1000)
+    assert exit_info.value.code == 1
+    [error] = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert "unexpected RuntimeError (xxx" in error.getMessage()
+    assert "TAP_AMPLITUDE_LOGLEVEL=DEBUG" in error.getMessage()
+    assert len(error.getMessage()) < 700  # the text is cut, not echoed whole
+    assert error.exc_info is None
+    [debug] = [record for record in caplog.records if record.levelno == logging.DEBUG]
+    assert debug.exc_info is not None  # the traceback, for who asks for DEBUG
+
+
+def _state(value: Any, *, partition: bool = False) -> dict[str, Any]:
+    bookmark = {"replication_key": "server_upload_time", "replication_key_value": value}
+    if partition:
+        bookmark = {"partitions": [{"context": {}, **bookmark}]}
+    return {"bookmarks": {"export_events": bookmark}}
+
+
+@pytest.mark.parametrize(
+    "state",
+    [_state("garbage"), _state(12345), _state(["2026-01-01"]), _state("32 May", partition=True)],
+)
+def test_a_bookmark_that_is_not_a_date_time_is_one_line_before_any_request(
+    sim: AmplitudeSimulator, tmp_path: Path, state: dict[str, Any]
+) -> None:
+    config = _write(tmp_path / "config.json", simulator_config(sim))
+    state_path = _write(tmp_path / "state.json", state)
+    catalog = _write(
+        tmp_path / "catalog.json", select_only(["export_events"], discovered_catalog())
+    )
+    before = len(sim.requests)
+    args = ["--config", str(config), "--state", str(state_path), "--catalog", str(catalog)]
+    result = _cli(args)
+    assert result.returncode == 1
+    _assert_one_line(
+        result.stderr, f"state file '{state_path}'", "bookmark of 'export_events'", "start_date"
+    )
+    assert len(sim.requests) == before
+
+
+def _catalog_with(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    catalog = select_only(["export_events"], copy.deepcopy(discovered_catalog()))
+    change(catalog)
+    return catalog
+
+
+def _drop_replication_key(catalog: dict[str, Any]) -> None:
+    for entry in catalog["streams"]:
+        if entry["tap_stream_id"] == "export_events":
+            del entry["schema"]["properties"]["server_upload_time"]
+
+
+def _select_unknown_stream(catalog: dict[str, Any]) -> None:
+    catalog["streams"].append(
+        {
+            "tap_stream_id": "no_such_stream",
+            "schema": {"type": "object", "properties": {}},
+            "metadata": [{"breadcrumb": [], "metadata": {"selected": True}}],
+        }
+    )
+
+
+def test_a_catalog_without_the_replication_key_is_one_line(
+    sim: AmplitudeSimulator, tmp_path: Path
+) -> None:
+    config = _write(tmp_path / "config.json", simulator_config(sim))
+    catalog = _write(tmp_path / "catalog.json", _catalog_with(_drop_replication_key))
+    result = _cli(["--config", str(config), "--catalog", str(catalog)])
+    assert result.returncode == 1
+    _assert_one_line(result.stderr, "catalog does not fit", "server_upload_time", "--discover")
+
+
+def test_a_selected_stream_the_tap_lacks_is_named(sim: AmplitudeSimulator, tmp_path: Path) -> None:
+    config = _write(tmp_path / "config.json", simulator_config(sim))
+    catalog = _write(tmp_path / "catalog.json", _catalog_with(_select_unknown_stream))
+    result = _cli(["--config", str(config), "--catalog", str(catalog)])
+    assert result.returncode == 0, result.stderr
+    [warning] = [line for line in result.stderr.splitlines() if "| WARNING" in line]
+    assert "'no_such_stream'" in warning
+    assert "--discover" in warning
+
+
+@pytest.mark.parametrize(
+    ("stream_map", "named"),
+    [
+        ({"x": "1 +* 2"}, "Failed to parse expression"),
+        ({"x": "record['no_such_property']"}, "KeyError: 'no_such_property'"),
+        ({"__filter__": "int('abc') > 0"}, "ValueError: invalid literal"),
+    ],
+)
+def test_a_broken_stream_map_is_one_line(
+    sim: AmplitudeSimulator, tmp_path: Path, stream_map: dict[str, str], named: str
+) -> None:
+    config = _write(
+        tmp_path / "config.json",
+        simulator_config(sim, stream_maps={"export_events": stream_map}),
+    )
+    catalog = _write(tmp_path / "catalog.json", _catalog_with(lambda _: None))
+    result = _cli(["--config", str(config), "--catalog", str(catalog)])
+    assert result.returncode == 1
+    _assert_one_line(result.stderr, "stream_maps:", named, "record.get('name')")
 
 
 @pytest.mark.parametrize(
