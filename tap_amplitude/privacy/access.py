@@ -19,6 +19,7 @@ given (for requests that failed or whose outputs expired).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -29,13 +30,16 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import click
+import requests
 
 from tap_amplitude.privacy.audit import AuditLog
 from tap_amplitude.privacy.base import (
+    DAY,
     DEFAULT_AUDIT_LOG,
     EPILOG,
     CliError,
     Shield,
+    checked_ids,
     cli,
     config_option,
     emit,
@@ -62,6 +66,8 @@ from tap_amplitude.streams.privacy import UserProfilesStream, profile_api_availa
 from tap_amplitude.streams.users import UserSearchStream
 
 if t.TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from tap_amplitude.privacy.dsar import Download
 
 MANIFEST = "manifest.json"
@@ -121,7 +127,7 @@ class Package:
 
 @cli.command(epilog=EPILOG)
 @config_option
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...", callback=checked_ids)
 @click.option(
     "--out",
     required=True,
@@ -130,12 +136,12 @@ class Package:
 )
 @click.option(
     "--start-day",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
+    type=DAY,
     help="First day of events, YYYY-MM-DD (default: the person's first use).",
 )
 @click.option(
     "--end-day",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
+    type=DAY,
     help="Last day of events, YYYY-MM-DD (default: today, UTC).",
 )
 @click.option(
@@ -205,7 +211,7 @@ def access(  # noqa: PLR0913, PLR0917 - one parameter per option
     if not profile_api_available(config):
         note("the User Profile API is not available in the EU region; packages have no profiles.")
     deadline = time.monotonic() + wait
-    with open_tap(config) as tap:
+    with open_tap(config) as tap, _package_writes(out):
         builder = _Builder(
             config=config,
             audit=audit,
@@ -571,6 +577,26 @@ class _Builder:
             offset += len(page)
 
 
+@contextlib.contextmanager
+def _package_writes(out: Path) -> Iterator[None]:
+    """A package file that cannot be written (disk full, permissions) ends the run in one line.
+
+    What was written is kept, and the DSAR requests made are in the audit log, so running
+    the same command again resumes.
+    """
+    try:
+        yield
+    except requests.RequestException:
+        raise  # an OSError too, but a network failure: reported as one
+    except OSError as exc:
+        where = exc.filename or out
+        raise CliError(
+            f"cannot write the access package in {where} ({exc.strerror or exc}); free some "
+            "space or fix --out, then run the same command again to resume: nothing is "
+            "requested twice"
+        ) from exc
+
+
 def gzip_lines(lines: list[bytes]) -> bytes:
     """JSON lines as one gzip member (no timestamp, so equal content gives equal bytes)."""
     import gzip  # noqa: PLC0415 - only for --events-from-activity
@@ -589,7 +615,7 @@ def folder_name(term: str) -> str:
 def _read_manifest(path: Path) -> dict[str, t.Any] | None:
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: [[[[… nested too deep
         return None
     return payload if isinstance(payload, dict) else None
 

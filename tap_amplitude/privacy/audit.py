@@ -82,7 +82,7 @@ class AuditLog:
                 continue
             try:
                 entry = json.loads(raw.decode("utf-8"))
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):  # [[[[… nested too deep
                 entry = None
             if not isinstance(entry, dict):
                 note(

@@ -20,11 +20,13 @@ from urllib.parse import urlsplit
 
 import click
 import requests
+from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.io_base import GenericSingerWriter
 from typing_extensions import override
 
 from tap_amplitude.client import REGION_HOSTS, api_base_url
-from tap_amplitude.interrupt import BOUNDARY, TERMINATION_SIGNALS, Interrupted
+from tap_amplitude.interrupt import BOUNDARY, TERMINATION_SIGNALS, Interrupted, write_whole
+from tap_amplitude.ratelimit import project_limiter
 from tap_amplitude.settings import request_timeout_problem
 from tap_amplitude.tap import TapAmplitude
 from tap_amplitude.timestamps import format_datetime
@@ -37,10 +39,14 @@ if t.TYPE_CHECKING:
 
 PROG = "amplitude-privacy"
 EXIT_OK = 0
-EXIT_FAILURE = 1  # Amplitude refused or failed: auth, rejected request, network, 5xx
+EXIT_FAILURE = 1  # Amplitude refused or failed (auth, rejected, network, 5xx); stdout, disk
 EXIT_USAGE = 2  # bad command line or config file
 EXIT_INTERRUPTED = 130
 MAX_IDS_PER_REQUEST = 100
+# Longer values (ids, paths) are cut to this many characters in message lines.
+SHOWN_CHARS = 40
+# No deletion job or event is centuries ahead; later days would overflow date arithmetic.
+LAST_DAY = date(2999, 12, 31)
 DEFAULT_AUDIT_LOG = "amplitude-deletions.jsonl"
 # The access package and the audit log hold personal data: their owner alone may read them.
 PRIVATE_FILE_MODE = 0o600
@@ -53,7 +59,8 @@ _ORG_KEYS = ("org_api_key", "org_secret_key")
 
 EPILOG = (
     "Exit codes: 0 success, 1 Amplitude refused or failed the request (credentials, rejected "
-    "ids, network, server errors), 2 bad command line or config file, 130 interrupted."
+    "ids, network, server errors) or the output, a file or rate_limits.backend could not be "
+    "used, 2 bad command line or config file, 130 interrupted."
 )
 
 
@@ -88,10 +95,21 @@ class RunState:
                 f"{head} while waiting for another run to release {self.waiting_for}; "
                 "nothing was sent. Run the same command again."
             )
+        return head + self._so_far()
+
+    def output_lost(self, reason: str) -> str:
+        """The one stderr line for a run whose standard output stopped taking its lines."""
+        return (
+            f"{PROG}: error: could not write to standard output ({reason}): whatever reads it "
+            f"stopped or has no room left, so the output is incomplete{self._so_far()}"
+        )
+
+    def _so_far(self) -> str:
+        """What the run changed in Amplitude before it stopped, and what to do next."""
         if self.resume_hint is not None:
-            return f"{head}; {self.resume_hint}"
+            return f"; {self.resume_hint}"
         if not self.sending:
-            return f"{head}; nothing was changed in Amplitude. Run the same command again."
+            return "; nothing was changed in Amplitude. Run the same command again."
         unknown = (
             f"; batch {self.in_flight} was in flight and may have been scheduled "
             "(a re-run sends it again)"
@@ -99,7 +117,7 @@ class RunState:
             else ""
         )
         return (
-            f"{head}: {self.accepted} of {self.wanted} ids accepted so far, recorded in "
+            f": {self.accepted} of {self.wanted} ids accepted so far, recorded in "
             f"{self.audit_path}{unknown}. Run the same command again to send the rest; "
             "accepted ids are not sent again."
         )
@@ -198,7 +216,7 @@ def load_config(path: Path) -> dict[str, t.Any]:
         raise CliError(
             f"cannot read config file {path}: {exc.strerror or exc}", EXIT_USAGE
         ) from exc
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: [[[[…
         raise CliError(
             f"config file {path} is not valid JSON; it takes the tap's settings "
             '(e.g. {"api_key": "...", "secret_key": "..."})',
@@ -211,6 +229,12 @@ def load_config(path: Path) -> dict[str, t.Any]:
         raise CliError(f"config file {path}: {'; '.join(problems)}", EXIT_USAGE)
     config = {key: data[key] for key in (*_CONFIG_KEYS, *_OPTIONAL_KEYS) if data.get(key)}
     config["region"] = data.get("region") or "us"
+    try:  # the tap checks the rest (rate_limits, characters HTTP cannot carry) by name
+        _new_tap(config)
+    except ConfigValidationError as exc:
+        raise CliError(
+            f"config file {path}: {'; '.join(exc.errors or [str(exc)])}", EXIT_USAGE
+        ) from exc
     return config
 
 
@@ -227,7 +251,8 @@ def setting_problems(data: dict[str, t.Any]) -> list[str]:
             f"{' and '.join(missing)} missing or empty "
             "(copy them from Amplitude: Settings > Projects > General)"
         )
-    if (data.get("region") or "us") not in REGION_HOSTS:
+    region = data.get("region") or "us"
+    if not isinstance(region, str) or region not in REGION_HOSTS:
         problems.append(f"region must be one of {', '.join(REGION_HOSTS)}")
     for key in ("api_url", "profile_api_url"):
         value = data.get(key)
@@ -249,20 +274,30 @@ def setting_problems(data: dict[str, t.Any]) -> list[str]:
     return problems
 
 
-@contextlib.contextmanager
-def open_tap(config: dict[str, t.Any]) -> Iterator[TapAmplitude]:
-    """A tap whose streams make the requests (no sync is run); its connections close after."""
+def _new_tap(config: dict[str, t.Any]) -> TapAmplitude:
+    """A tap for ``config``, which it validates (ConfigValidationError names what is wrong)."""
     # The tap requires start_date; none of these commands reads it.
     today = datetime.now(tz=timezone.utc).date().isoformat()
     # The SDK points SIGINT/SIGTERM at the tap, whose handler may write STATE: the handlers
     # in place before (``run`` installs the boundary's) are put back once the tap exists.
     with signal_handlers(None):
-        tap = TapAmplitude(
+        return TapAmplitude(
             config={**config, "start_date": today},
             setup_mapper=False,
             message_writer=_NoSingerMessages(),
         )
+
+
+@contextlib.contextmanager
+def open_tap(config: dict[str, t.Any]) -> Iterator[TapAmplitude]:
+    """A tap whose streams make the requests (no sync is run); its connections close after.
+
+    The project's limiter is made first, so a ``rate_limits.backend`` that cannot be opened
+    fails (SettingsError) before any request is sent or any audit line written.
+    """
+    tap = _new_tap(config)
     try:
+        project_limiter(tap.config, api_base_url(tap.config))
         yield tap
     finally:
         tap.http_session.close()
@@ -278,10 +313,13 @@ def host_of(config: dict[str, t.Any]) -> str:
 
 
 def emit(payload: t.Any) -> None:
-    """One JSON line on stdout, written whole even if a signal arrives meanwhile."""
+    """One JSON line on stdout, written and flushed whole even if a signal arrives meanwhile.
+
+    A closed, full or abandoned stdout raises OutputUnwritable here, not at exit, so the
+    run reports the lost output instead of ending 0 (or with a traceback at shutdown).
+    """
     line = json.dumps(payload, ensure_ascii=False, default=str)
-    with BOUNDARY.writing():
-        click.echo(line)
+    write_whole(f"{line}\n".encode())
 
 
 def note(message: str) -> None:
@@ -292,6 +330,59 @@ def note(message: str) -> None:
 def day_of(value: datetime | None, default: date) -> date:
     """A ``--start-day``/``--end-day`` value as a date."""
     return value.date() if value else default
+
+
+def shorten(text: str) -> str:
+    """``text``, or its start and its length: one long value must not flood a message line."""
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS]}… ({len(text)} characters)"
+
+
+def shown(value: str) -> str:
+    """A user's value quoted for a one-line message: control characters escaped, cut short."""
+    if len(value) <= SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:SHOWN_CHARS]!r}… ({len(value)} characters)"
+
+
+def text_problem(value: str) -> str | None:
+    """Why a value from the command line cannot be sent to Amplitude, or None if it can."""
+    if not value.strip():
+        return "must not be empty or blank"
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # bytes the terminal's encoding could not decode
+        return f"{shown(value)} is not valid UTF-8 text (check the terminal's encoding)"
+    return None
+
+
+def checked_ids(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Click callback: a blank id would be sent as a search for nothing; refuse it first."""
+    del ctx
+    for value in values:
+        if problem := text_problem(value):
+            raise click.BadParameter(f"an id {problem}", param=param)
+    return values
+
+
+class _Day(click.DateTime):
+    """A YYYY-MM-DD day early enough that job windows and the day after it exist."""
+
+    @override
+    def convert(
+        self, value: t.Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> t.Any:
+        """The day as a datetime; one past LAST_DAY is refused as a usage error."""
+        parsed = super().convert(value, param, ctx)
+        if parsed.date() > LAST_DAY:
+            self.fail(f"{shown(str(value))} is too far ahead: days go up to {LAST_DAY}", param, ctx)
+        return parsed
+
+
+DAY = _Day(formats=["%Y-%m-%d"])
 
 
 _CONFIG_HELP = (

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import re
 import signal
 import sys
 import typing as t
@@ -15,7 +17,7 @@ from singer_sdk.exceptions import RetriableAPIError
 from typing_extensions import override
 
 from tap_amplitude.client import AmplitudeError
-from tap_amplitude.interrupt import BOUNDARY, Interrupted
+from tap_amplitude.interrupt import BOUNDARY, Interrupted, OutputUnwritable
 
 # The command modules register their commands on ``cli`` when imported.
 from tap_amplitude.privacy import access, deletion, lookup  # noqa: F401
@@ -28,8 +30,10 @@ from tap_amplitude.privacy.base import (
     CliError,
     RunState,
     cli,
+    shorten,
     signal_handlers,
 )
+from tap_amplitude.settings import SettingsError
 from tap_amplitude.tap import TapAmplitude
 
 if t.TYPE_CHECKING:
@@ -37,6 +41,11 @@ if t.TYPE_CHECKING:
 
 # ----------------------------------------------------------------------------------------
 # entry point
+
+# Errors of a stdout that no longer takes output: full, its reader gone, closed.
+_STDOUT_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EBADF, errno.EDQUOT, errno.EIO}
+# A run of this many characters without a space is a value (an id, a URL), not prose.
+_LONG_VALUE = re.compile(r"\S{200,}")
 
 
 class _NotFromBackoff(logging.Filter):
@@ -90,21 +99,34 @@ def run(argv: Sequence[str] | None = None) -> int:
             with signal_handlers(signal.SIG_IGN):  # a second signal must not cut the line
                 click.echo(state.interrupted(name), err=True)
             return EXIT_INTERRUPTED
+        except click.exceptions.NoArgsIsHelpError as help_:  # the help, on stderr
+            click.echo(help_.format_message(), err=True)
+            return EXIT_USAGE
         except Exception as exc:
             described = _describe_failure(exc, state)
             if described is None:
                 raise
-            click.echo(described[0], err=True)
+            click.echo(_one_line(described[0]), err=True)
             return described[1]
     return result if isinstance(result, int) else EXIT_OK
+
+
+def _one_line(message: str) -> str:
+    """``message`` on one line of reasonable length, whatever values it quotes.
+
+    Messages from click and from Amplitude's answers may quote an id or a URL as given:
+    control characters are escaped and a very long value is cut short.
+    """
+    flat = "".join(char if char.isprintable() else repr(char)[1:-1] for char in message)
+    return _LONG_VALUE.sub(lambda found: shorten(found.group()), flat)
 
 
 def _describe_failure(  # noqa: PLR0911 - one per kind
     exc: Exception, state: RunState
 ) -> tuple[str, int] | None:
     """The stderr line and exit code for a failure users can act on; None for a bug."""
-    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
-        return exc.format_message(), EXIT_USAGE
+    if isinstance(exc, OutputUnwritable):
+        return state.output_lost(str(exc)), EXIT_FAILURE
     if isinstance(exc, click.UsageError):
         command = exc.ctx.command_path if exc.ctx else PROG
         message = exc.format_message().rstrip(".")
@@ -113,6 +135,8 @@ def _describe_failure(  # noqa: PLR0911 - one per kind
         return state.interrupted("SIGINT"), EXIT_INTERRUPTED
     if isinstance(exc, CliError):
         return f"{PROG}: error: {exc.message}", exc.exit_code
+    if isinstance(exc, SettingsError):  # rate_limits.backend unreachable (URL redacted)
+        return f"{PROG}: error: {exc}", EXIT_FAILURE
     if isinstance(exc, AmplitudeError):
         return f"{PROG}: error: {exc}", EXIT_FAILURE
     if isinstance(exc, RetriableAPIError):
@@ -123,6 +147,9 @@ def _describe_failure(  # noqa: PLR0911 - one per kind
             "check api_url/region and the network"
         )
         return message, EXIT_FAILURE
+    if isinstance(exc, OSError) and exc.filename is None and exc.errno in _STDOUT_ERRNOS:
+        # click printing the help: the files the commands write name themselves in errors
+        return state.output_lost(exc.strerror or str(exc)), EXIT_FAILURE
     return None
 
 

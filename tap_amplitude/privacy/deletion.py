@@ -14,6 +14,7 @@ from singer_sdk.exceptions import RetriableAPIError
 from tap_amplitude.client import AmplitudeError
 from tap_amplitude.privacy.audit import AuditLog, id_keys
 from tap_amplitude.privacy.base import (
+    DAY,
     DEFAULT_AUDIT_LOG,
     EPILOG,
     MAX_IDS_PER_REQUEST,
@@ -21,6 +22,7 @@ from tap_amplitude.privacy.base import (
     CliError,
     RunState,
     Shield,
+    checked_ids,
     cli,
     config_option,
     emit,
@@ -32,6 +34,7 @@ from tap_amplitude.privacy.base import (
     open_tap,
     resolve_config,
     run_state,
+    text_problem,
 )
 from tap_amplitude.privacy.identities import Identities, MappedUser
 from tap_amplitude.streams.privacy import (
@@ -56,8 +59,15 @@ def read_id_file(path: Path) -> list[tuple[str, str]]:
     """
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--from-file") from exc
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot read {path} ({exc.strerror or exc})", param_hint="--from-file"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(
+            f"{path} is not UTF-8 text; save it as UTF-8, one id per line",
+            param_hint="--from-file",
+        ) from exc
     ids: list[tuple[str, str]] = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -108,7 +118,14 @@ def batch_bodies(
 
 @cli.command(epilog=EPILOG)
 @config_option
-@click.option("--user-id", "user_ids", multiple=True, metavar="ID", help="A user id (repeatable).")
+@click.option(
+    "--user-id",
+    "user_ids",
+    multiple=True,
+    metavar="ID",
+    callback=checked_ids,
+    help="A user id (repeatable).",
+)
 @click.option(
     "--amplitude-id",
     "amplitude_ids",
@@ -180,10 +197,10 @@ def delete(  # noqa: C901, PLR0913, PLR0917 - one parameter per option
     mapped into or out of them (Amplitude's include_mapped_user_ids flag does not delete
     them by itself); the added ids and the reason are printed (dry run) or logged.
     """
+    if problem := text_problem(requester):
+        raise click.BadParameter(problem, param_hint="--requester")
     requester = requester.strip()
-    if not requester:
-        raise click.BadParameter("must not be empty", param_hint="--requester")
-    wanted = [("user_id", value.strip()) for value in user_ids if value.strip()]
+    wanted = [("user_id", value.strip()) for value in user_ids]
     wanted += [("amplitude_id", str(value)) for value in amplitude_ids]
     if from_file is not None:
         wanted += read_id_file(from_file)
@@ -280,6 +297,8 @@ class _DeletionSender(DeletionJobsStream):
 
         Each attempt, from sending the request to ``record`` returning, is shielded from
         termination signals (see :class:`Shield`); the pauses between attempts are not.
+        ``record`` clears ``state.in_flight`` once the acceptance is in the audit log, so a
+        failure after that (stdout) does not call the batch's outcome unknown.
         """
         shield = Shield()
 
@@ -298,8 +317,7 @@ class _DeletionSender(DeletionJobsStream):
                 except Exception:
                     state.in_flight = None  # Amplitude answered: nothing was scheduled
                     raise
-                record(response)
-                state.in_flight = None
+                record(response)  # clears state.in_flight once the answer is on disk
             return response
 
         prepared = self.build_prepared_request(
@@ -346,6 +364,7 @@ def _submit(
                 "invalid_ids": invalid,
             }
             audit.append(entry)
+            state.in_flight = None  # its outcome is on disk, whatever happens to stdout
             named = len(id_keys(record))
             state.accepted += named - len({str(value) for value in invalid} & _id_values(record))
             invalid_total += len(invalid)
@@ -469,7 +488,7 @@ class _JobEditor(DeletionJobsStream):
 @click.option(
     "--day",
     required=True,
-    type=click.DateTime(formats=["%Y-%m-%d"]),
+    type=DAY,
     help="The job's day, YYYY-MM-DD (as 'jobs' and the audit log show it).",
 )
 @click.option("--yes", is_flag=True, help="Really remove it (default: dry run).")
@@ -565,6 +584,10 @@ def cancel(
                 ) from exc
             entry_out = {"time": now_text(), "event": "cancelled", **record, "removed": removed}
             audit.append(entry_out)
+    run_state().resume_hint = (
+        f"Amplitude id {amplitude_id} was taken out of the job on {job_day}, as {audit_log} "
+        "records; nothing else was changed."
+    )
     emit(entry_out)
     note(f"Amplitude id {amplitude_id} taken out of the job on {job_day}; audit log: {audit_log}")
 
@@ -592,7 +615,7 @@ def _cancel_refusal(
 
 @cli.command(epilog=EPILOG)
 @config_option
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...", callback=checked_ids)
 @click.option(
     "--audit-log",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -8,7 +8,9 @@ from datetime import datetime, timedelta, timezone
 import click
 
 from tap_amplitude.privacy.base import (
+    DAY,
     EPILOG,
+    checked_ids,
     cli,
     config_option,
     day_of,
@@ -32,7 +34,7 @@ if t.TYPE_CHECKING:
 
 @cli.command(epilog=EPILOG)
 @config_option
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...", callback=checked_ids)
 def lookup(config_path: Path | None, ids: tuple[str, ...]) -> None:
     """Show what Amplitude holds about each person (data discovery).
 
@@ -104,12 +106,12 @@ def profiles_of(
 @config_option
 @click.option(
     "--start-day",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
+    type=DAY,
     help=f"First job day, YYYY-MM-DD (default: {JOBS_LOOKAHEAD_DAYS} days ago, UTC).",
 )
 @click.option(
     "--end-day",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
+    type=DAY,
     help=f"Last job day, YYYY-MM-DD (default: today + {JOBS_LOOKAHEAD_DAYS} days).",
 )
 def jobs(config_path: Path | None, start_day: datetime | None, end_day: datetime | None) -> None:
