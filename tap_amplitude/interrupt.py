@@ -97,13 +97,13 @@ def write_whole(data: bytes) -> None:
     try:
         _write_whole(data)
     except OSError as exc:
-        if exc.errno not in _OUTPUT_ERRNOS:
+        if exc.errno not in OUTPUT_ERRNOS:
             raise
         _silence_stdout()
         raise OutputUnwritable(os.strerror(exc.errno or 0)) from exc
 
 
-_OUTPUT_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EBADF, errno.EDQUOT, errno.EIO}
+OUTPUT_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EBADF, errno.EDQUOT, errno.EIO}
 
 
 class OutputUnwritable(Exception):  # noqa: N818 - named for what it says

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import re
 import signal
 import sys
 import typing as t
-from pathlib import Path
 
 import click
 import requests
 from singer_sdk.exceptions import RetriableAPIError
-from typing_extensions import override
 
-from tap_amplitude.client import AmplitudeError
-from tap_amplitude.interrupt import BOUNDARY, Interrupted, OutputUnwritable
+from tap_amplitude.client import AmplitudeError, DropRepeatedFailureLines, connection_failure
+from tap_amplitude.interrupt import BOUNDARY, OUTPUT_ERRNOS, Interrupted, OutputUnwritable
 
 # The command modules register their commands on ``cli`` when imported.
 from tap_amplitude.privacy import access, deletion, lookup  # noqa: F401
@@ -42,19 +39,8 @@ if t.TYPE_CHECKING:
 # ----------------------------------------------------------------------------------------
 # entry point
 
-# Errors of a stdout that no longer takes output: full, its reader gone, closed.
-_STDOUT_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EBADF, errno.EDQUOT, errno.EIO}
 # A run of this many characters without a space is a value (an id, a URL), not prose.
 _LONG_VALUE = re.compile(r"\S{200,}")
-
-
-class _NotFromBackoff(logging.Filter):
-    """Drop the backoff library's own lines: retries are logged by the streams, failures by us."""
-
-    @override
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Keep records not emitted from inside the ``backoff`` package."""
-        return "backoff" not in Path(record.pathname).parts
 
 
 @contextlib.contextmanager
@@ -68,7 +54,7 @@ def _stderr_logging() -> Iterator[None]:
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.WARNING)
     handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
-    handler.addFilter(_NotFromBackoff())
+    handler.addFilter(DropRepeatedFailureLines())
     saved = tap_logger.propagate, sdk_logger.propagate
     tap_logger.addHandler(handler)
     tap_logger.propagate = sdk_logger.propagate = False
@@ -102,12 +88,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         except click.exceptions.NoArgsIsHelpError as help_:  # the help, on stderr
             click.echo(help_.format_message(), err=True)
             return EXIT_USAGE
-        except Exception as exc:
-            described = _describe_failure(exc, state)
-            if described is None:
-                raise
-            click.echo(_one_line(described[0]), err=True)
-            return described[1]
+        except Exception as exc:  # noqa: BLE001 - every failure ends in one line
+            message, code = _describe_failure(exc, state)
+            click.echo(_one_line(message), err=True)
+            return code
     return result if isinstance(result, int) else EXIT_OK
 
 
@@ -123,8 +107,8 @@ def _one_line(message: str) -> str:
 
 def _describe_failure(  # noqa: PLR0911 - one per kind
     exc: Exception, state: RunState
-) -> tuple[str, int] | None:
-    """The stderr line and exit code for a failure users can act on; None for a bug."""
+) -> tuple[str, int]:
+    """The stderr line and exit code: what to do, or for the unforeseen, where to report."""
     if isinstance(exc, OutputUnwritable):
         return state.output_lost(str(exc)), EXIT_FAILURE
     if isinstance(exc, click.UsageError):
@@ -143,14 +127,18 @@ def _describe_failure(  # noqa: PLR0911 - one per kind
         return f"{PROG}: error: {exc} (still failing after retries)", EXIT_FAILURE
     if isinstance(exc, requests.RequestException):
         message = (
-            f"{PROG}: error: could not reach Amplitude ({type(exc).__name__}); "
+            f"{PROG}: error: could not reach {connection_failure(exc)}, also after retries; "
             "check api_url/region and the network"
         )
         return message, EXIT_FAILURE
-    if isinstance(exc, OSError) and exc.filename is None and exc.errno in _STDOUT_ERRNOS:
+    if isinstance(exc, OSError) and exc.filename is None and exc.errno in OUTPUT_ERRNOS:
         # click printing the help: the files the commands write name themselves in errors
         return state.output_lost(exc.strerror or str(exc)), EXIT_FAILURE
-    return None
+    unexpected = (
+        f"{PROG}: error: stopped on an unexpected {type(exc).__name__} ({exc}); please "
+        "report this to tap-amplitude with the command you ran"
+    )
+    return unexpected, EXIT_FAILURE
 
 
 def main() -> None:

@@ -267,7 +267,7 @@ def delete(  # noqa: C901, PLR0913, PLR0917 - one parameter per option
         if pending:
             with open_tap(config) as tap:
                 sender = _DeletionSender(tap=tap, name="deletions")
-                _submit(sender, audit, batches(pending), config, state)
+                _submit(sender, audit, batches(pending), state)
 
 
 def _pending(
@@ -331,7 +331,6 @@ def _submit(
     sender: _DeletionSender,
     audit: AuditLog,
     bodies: list[dict[str, t.Any]],
-    config: dict[str, t.Any],
     state: RunState,
 ) -> None:
     """Send each batch, recording it before and after; stop at the first failure."""
@@ -386,7 +385,7 @@ def _submit(
                 "sent again."
             ) from exc
         except (AmplitudeError, RetriableAPIError, requests.RequestException) as exc:
-            reason = failure_reason(exc, config)
+            reason = failure_reason(exc)
             audit.append({"time": now_text(), "event": "failed", **record, "error": reason})
             raise CliError(
                 f"{reason}. Batch {batch} may not have been scheduled. {_progress(index, audit)} "
@@ -574,7 +573,7 @@ def cancel(
                     f"{job_day} (HTTP 400: {exc.reason}); nothing was changed."
                 ) from exc
             except (AmplitudeError, RetriableAPIError, requests.RequestException) as exc:
-                reason = failure_reason(exc, config)
+                reason = failure_reason(exc)
                 audit.append(
                     {"time": now_text(), "event": "cancel-failed", **record, "error": reason}
                 )
