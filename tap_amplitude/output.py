@@ -25,12 +25,14 @@ from singer_sdk.mapper import SameRecordTransform
 
 from tap_amplitude.client import AmplitudeError
 from tap_amplitude.interrupt import write_whole
+from tap_amplitude.storage.source import brief, display_url
 from tap_amplitude.timestamps import EVENT_TIMESTAMP_FIELDS, normalize_event
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
     from concurrent.futures import Future, ThreadPoolExecutor
 
+    from singer_sdk.helpers._batch import StorageTarget
     from singer_sdk.streams import Stream
 
     from tap_amplitude.export import LineBlock
@@ -291,6 +293,37 @@ class RecordWriter:
         write_whole(block)
 
 
+class BatchStorageError(AmplitudeError):
+    """``batch_config.storage`` does not take files: the message names the root, not TMPDIR."""
+
+    def __init__(self, storage: StorageTarget, exc: BaseException) -> None:
+        """Say where, why, and what to check."""
+        super().__init__(
+            f"Could not write BATCH files to batch_config.storage.root "
+            f"{display_url(storage.root)} ({brief(exc)}); check that it is writable and has "
+            "free space and, for a bucket, its credentials (batch_config.storage.params)."
+        )
+
+
+def check_batch_storage(batch_config: BatchConfig) -> None:
+    """Write and remove one small file where BATCH files go, before any request.
+
+    Raises:
+        BatchStorageError: the root cannot take files (named, with the reason).
+    """
+    storage = batch_config.storage
+    probe = f"{storage.prefix or ''}.tap-amplitude-write-check-{uuid.uuid4().hex}"
+    try:
+        import fsspec  # type: ignore[import-untyped]  # noqa: PLC0415 - only with batch_config
+
+        with storage.open(probe, "wb") as handle:
+            handle.write(b"{}\n")
+        filesystem, path = fsspec.core.url_to_fs(storage.get_url(probe), **storage.params)
+        filesystem.rm(path)
+    except Exception as exc:
+        raise BatchStorageError(storage, exc) from exc
+
+
 class BatchFiles:
     """Gzipped JSON-lines batch files in the configured storage, ``batch_size`` rows each.
 
@@ -331,7 +364,10 @@ class BatchFiles:
             self.sequence += 1
             self.filename = f"{self.storage.prefix or ''}{self.sync_id}-{self.sequence}.json.gz"
             self.open_file = contextlib.ExitStack()
-            raw = self.open_file.enter_context(self.storage.open(self.filename, "wb"))
+            try:
+                raw = self.open_file.enter_context(self.storage.open(self.filename, "wb"))
+            except OSError as exc:
+                raise BatchStorageError(self.storage, exc) from exc
             self.compressed = self.open_file.enter_context(
                 gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1),
             )
@@ -343,8 +379,12 @@ class BatchFiles:
     def _wait(self) -> None:
         """Let the previous block finish (and surface its error, if any)."""
         if self.in_flight is not None:
-            self.in_flight.result()
-            self.in_flight = None
+            try:
+                self.in_flight.result()
+            except OSError as exc:
+                raise BatchStorageError(self.storage, exc) from exc
+            finally:
+                self.in_flight = None
 
     def close(self) -> list[str]:
         """Finish the current file; its URL as a manifest (empty if no rows were queued)."""
@@ -353,7 +393,10 @@ class BatchFiles:
         self._wait()
         if self.open_file is None:
             return []
-        self.open_file.close()
+        try:
+            self.open_file.close()
+        except OSError as exc:
+            raise BatchStorageError(self.storage, exc) from exc
         self.open_file = self.compressed = None
         self.rows = 0
         return [self.storage.get_url(self.filename)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import sys
@@ -30,7 +31,8 @@ from tap_amplitude.client import (
     connection_failure,
 )
 from tap_amplitude.interrupt import BOUNDARY, BoundedSingerWriter, Interrupted, OutputUnwritable
-from tap_amplitude.sdk import HookedTap
+from tap_amplitude.output import check_batch_storage
+from tap_amplitude.sdk import BatchConfig, HookedTap
 from tap_amplitude.settings import (
     SPOOLING_STREAMS,
     ConfigInput,
@@ -458,6 +460,24 @@ class TapAmplitude(HookedTap):
                     entry.tap_stream_id[:60],
                 )
 
+    def check_batch_config(self) -> None:
+        """Fail before any request if BATCH files could not be written where configured.
+
+        Raises:
+            SettingsError: parquet without pyarrow installed.
+            BatchStorageError: the storage root does not take files.
+        """
+        if not self.config.get("batch_config"):
+            return
+        batch_config = BatchConfig.from_dict(self.config["batch_config"])
+        if batch_config.encoding.format == "parquet" and not importlib.util.find_spec("pyarrow"):
+            msg = (
+                "batch_config.encoding.format 'parquet' needs pyarrow, which is not installed: "
+                "install it (pip install 'singer-sdk[parquet]') or use the format 'jsonl'."
+            )
+            raise SettingsError(msg)
+        check_batch_storage(batch_config)
+
     def check_temp_dir(self) -> None:
         """Fail before any request if selected streams cannot spool downloads to disk.
 
@@ -552,6 +572,7 @@ class TapAmplitude(HookedTap):
             if catalog is not None:
                 tap.warn_unknown_streams(catalog)
             tap.check_temp_dir()
+            tap.check_batch_config()
             tap.sync_all()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import importlib.util
 import json
 import logging
 import os
@@ -790,3 +791,34 @@ def test_unwritable_standard_output_is_one_line_and_a_failure(
     assert len(errors) == 1, result.stderr
     assert "Could not write to standard output" in errors[0]
     assert "TMPDIR" not in errors[0]
+
+
+@pytest.mark.parametrize(
+    ("batch_config", "named"),
+    [
+        (
+            {
+                "encoding": {"format": "jsonl", "compression": "gzip"},
+                "storage": {"root": "file:///proc/none"},
+            },
+            "batch_config.storage.root file:///proc/none (FileNotFoundError",
+        ),
+        pytest.param(
+            {"encoding": {"format": "parquet"}, "storage": {"root": "file:///tmp"}},
+            "'parquet' needs pyarrow",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("pyarrow") is not None, reason="pyarrow is installed"
+            ),
+        ),
+    ],
+)
+def test_batch_files_that_cannot_be_written_are_one_line_before_any_request(
+    sim: AmplitudeSimulator, tmp_path: Path, batch_config: dict[str, Any], named: str
+) -> None:
+    config = _write(tmp_path / "config.json", simulator_config(sim, batch_config=batch_config))
+    catalog = _write(tmp_path / "catalog.json", _catalog_with(lambda _: None))
+    before = len(sim.requests)
+    result = _cli(["--config", str(config), "--catalog", str(catalog)])
+    assert result.returncode == 1
+    _assert_one_line(result.stderr, named, absent=("TMPDIR",))
+    assert len(sim.requests) == before

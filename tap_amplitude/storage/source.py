@@ -108,15 +108,15 @@ class Bucket:
         """One line for a failed listing or read, by cause; never a credential."""
         hint = POLICY_HINT[self.protocol]
         if isinstance(exc, PermissionError) or _looks_denied(exc):
-            return AmplitudeError(f"{what}: access denied ({_brief(exc)}); {hint}.")
+            return AmplitudeError(f"{what}: access denied ({brief(exc)}); {hint}.")
         if isinstance(exc, FileNotFoundError):
             where = "folder" if self.protocol == "file" else "bucket"
             return AmplitudeError(
-                f"{what}: the {where} or prefix does not exist ({_brief(exc)}); check "
+                f"{what}: the {where} or prefix does not exist ({brief(exc)}); check "
                 f"storage_export_url: it names the {where} and the prefix under which "
                 "Amplitude writes its {app_id}/ folders."
             )
-        return AmplitudeError(f"{what}: {_brief(exc)}; {hint}, and the network.")
+        return AmplitudeError(f"{what}: {brief(exc)}; {hint}, and the network.")
 
     def folders(self) -> tuple[list[str], list[str]]:
         """App folders (``187520``) and organisation folders (``-189524``) under the root.
@@ -217,7 +217,7 @@ def _looks_denied(exc: BaseException) -> bool:
     )
 
 
-def _brief(exc: BaseException) -> str:
+def brief(exc: BaseException) -> str:
     """An exception as ``Type: first line``, with any ``user:password@`` removed."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     text = re.sub(r"//[^/@\s]+@", "//***@", text)[:300]
