@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tap_amplitude.tap import TapAmplitude
+from tap_amplitude.entry import tap
 
-TapAmplitude.cli()
+tap()

@@ -16,14 +16,9 @@ import signal
 import sys
 import typing as t
 
-from singer_sdk.io_base import SingerWriter
-from typing_extensions import override
-
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
     from types import FrameType
-
-    from singer_sdk.singerlib import Message
 
 
 TERMINATION_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -130,12 +125,3 @@ def _write_whole(data: bytes) -> None:
         while rest:
             rest = rest[buffer.write(rest) :]
         buffer.flush()
-
-
-class BoundedSingerWriter(SingerWriter):
-    """The SDK's message writer, each message written whole before a signal acts."""
-
-    @override
-    def write_message(self, message: Message) -> None:
-        """Serialize as the SDK does, then write the whole line."""
-        write_whole((self.format_message(message) + "\n").encode())

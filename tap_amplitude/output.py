@@ -21,7 +21,9 @@ import uuid
 
 import msgspec
 from singer_sdk.exceptions import MapExpressionError
+from singer_sdk.io_base import SingerWriter
 from singer_sdk.mapper import SameRecordTransform
+from typing_extensions import override
 
 from tap_amplitude.client import AmplitudeError
 from tap_amplitude.interrupt import write_whole
@@ -33,6 +35,7 @@ if t.TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 
     from singer_sdk.helpers._batch import StorageTarget
+    from singer_sdk.singerlib import Message
     from singer_sdk.streams import Stream
 
     from tap_amplitude.export import LineBlock
@@ -266,6 +269,15 @@ class RecordShaper:
 def _is_identity(stream_map: t.Any) -> bool:
     """The default map with flattening off returns every record unchanged."""
     return type(stream_map) is SameRecordTransform and not stream_map.flattening_enabled
+
+
+class BoundedSingerWriter(SingerWriter):
+    """The SDK's message writer, each message written whole before a signal acts."""
+
+    @override
+    def write_message(self, message: Message) -> None:
+        """Serialize as the SDK does, then write the whole line."""
+        write_whole((self.format_message(message) + "\n").encode())
 
 
 class RecordWriter:

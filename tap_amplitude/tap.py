@@ -30,8 +30,8 @@ from tap_amplitude.client import (
     AmplitudeError,
     connection_failure,
 )
-from tap_amplitude.interrupt import BOUNDARY, BoundedSingerWriter, Interrupted, OutputUnwritable
-from tap_amplitude.output import check_batch_storage
+from tap_amplitude.interrupt import BOUNDARY, Interrupted, OutputUnwritable
+from tap_amplitude.output import BoundedSingerWriter, check_batch_storage
 from tap_amplitude.sdk import BatchConfig, HookedTap
 from tap_amplitude.settings import (
     SPOOLING_STREAMS,

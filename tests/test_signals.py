@@ -11,6 +11,7 @@ import json
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -123,4 +124,25 @@ def test_a_signal_while_downloads_wait_ends_the_run_at_once(
     assert took < 10, f"exit took {took:.1f} s after SIGTERM"
     assert "Interrupted by SIGTERM" in stderr
     assert "Traceback" not in stderr
+    assert all(json.loads(line) for line in stdout.decode().splitlines())
+
+
+@pytest.mark.parametrize("delay", [0.25, 0.5])
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_while_the_tap_starts_is_one_line_and_the_signal_code(
+    simulator: AmplitudeSimulator, signum: signal.Signals, code: int, delay: float
+) -> None:
+    """Imports take most of a second; a signal meanwhile is handled like one mid-run."""
+    executable = str(Path(sys.executable).with_name("tap-amplitude"))
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [executable, *tap_command(simulator_config(simulator), Path(tmp))[3:]]
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+            time.sleep(delay)
+            process.send_signal(signum)
+            stdout, stderr_bytes = process.communicate(timeout=30)
+    stderr = stderr_bytes.decode()
+    assert process.returncode == code, stderr
+    assert "Traceback" not in stderr
+    name = signal.Signals(signum).name
+    assert f"interrupted by {name} while starting" in stderr or f"Interrupted by {name}" in stderr
     assert all(json.loads(line) for line in stdout.decode().splitlines())
