@@ -34,12 +34,11 @@ if t.TYPE_CHECKING:
     from collections.abc import Iterator
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from singer_sdk.helpers._batch import StorageTarget
     from singer_sdk.singerlib import Message
     from singer_sdk.streams import Stream
 
     from tap_amplitude.export import LineBlock
-    from tap_amplitude.sdk import BatchConfig
+    from tap_amplitude.sdk import BatchConfig, StorageTarget
 
 Row = dict[str, t.Any]
 WRITE_BLOCK_BYTES = 1 << 20  # encoded bytes per stdout write

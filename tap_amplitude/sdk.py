@@ -10,7 +10,7 @@ from __future__ import annotations
 import typing as t
 
 from singer_sdk import Tap
-from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
+from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig, StorageTarget
 from singer_sdk.streams import Stream
 from typing_extensions import override
 
@@ -26,6 +26,7 @@ __all__ = [
     "BatchConfig",
     "BulkRecordStream",
     "HookedTap",
+    "StorageTarget",
     "tap_of",
     "write_state",
 ]
@@ -50,6 +51,9 @@ PRIVATE_API: dict[str, str] = {
     ),
     "singer_sdk.helpers._batch.BatchConfig": "type of get_batches' batch_config argument",
     "singer_sdk.helpers._batch.BaseBatchFileEncoding": "type of get_batches' encodings",
+    "singer_sdk.helpers._batch.StorageTarget": (
+        "type of batch_config.storage, which the BATCH storage check writes to"
+    ),
 }
 
 
