@@ -23,12 +23,16 @@ import sys
 import tempfile
 import typing as t
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 from dotenv import find_dotenv, load_dotenv
 from typing_extensions import override
 
 from tap_amplitude.timestamps import parse_datetime
+
+# No Amplitude project has data this old (Amplitude started in 2012); earlier dates are typos.
+EARLIEST_DATE = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, MutableMapping
@@ -482,6 +486,12 @@ def config_problems(config: Mapping[str, t.Any]) -> list[str]:
                 dates[key] = parse_datetime(str(config[key]))
             except ValueError:
                 problems.append(f"{key}: is not an ISO 8601 date-time (e.g. 2024-03-01T00:00:00Z)")
+    problems += [
+        f"{key}: is before {EARLIEST_DATE:%Y-%m-%d}; Amplitude holds no data that old (use the "
+        "project's first day)"
+        for key, moment in dates.items()
+        if moment < EARLIEST_DATE
+    ]
     if "start_date" in dates and "end_date" in dates and dates["end_date"] <= dates["start_date"]:
         problems.append("end_date: must be after start_date")
     problems += _value_problems(config)
@@ -501,13 +511,27 @@ def _value_problems(config: Mapping[str, t.Any]) -> list[str]:
         problem = request_timeout_problem(config["request_timeout"])
         if problem:
             problems.append(f"request_timeout: {problem}")
-    for key in ("api_url", "profile_api_url"):
-        value = config.get(key)
-        if value:
-            parts = urlsplit(str(value))
-            if parts.scheme not in {"http", "https"} or not parts.netloc:
-                problems.append(f"{key}: is not an http(s) URL (e.g. https://amplitude.com)")
+    problems += [f"{key}: {why}" for key, why in base_url_problems(config).items()]
     return problems
+
+
+def base_url_problems(config: Mapping[str, t.Any]) -> dict[str, str]:
+    """``api_url`` and ``profile_api_url`` values that cannot be used, with the reason."""
+    problems = {}
+    for key in ("api_url", "profile_api_url"):
+        if config.get(key) is not None and (problem := _url_problem(config[key])):
+            problems[key] = problem
+    return problems
+
+
+def _url_problem(value: t.Any) -> str | None:
+    """Why a base URL setting cannot be used: blank, or not an http(s) URL with a host."""
+    if not str(value).strip():
+        return "is empty; remove it to use the region's host, or give a URL"
+    parts = urlsplit(str(value))
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        return "is not an http(s) URL (e.g. https://amplitude.com)"
+    return None
 
 
 # ----------------------------------------------------------------------------------------

@@ -431,8 +431,11 @@ class TapAmplitude(HookedTap):
             raise ConfigValidationError(
                 INVALID_CONFIG + "; ".join(errors), errors=errors, schema=schema
             )
-        if errors:
-            self.logger.warning("Config validation failed")
+        if errors:  # --discover and --about go on: they need no valid settings
+            self.logger.warning(
+                "The config is not valid for a sync, which would stop here: %s",
+                "; ".join(errors),
+            )
         return errors
 
     def check_bookmarks(self, state: dict[str, t.Any], path: str) -> None:

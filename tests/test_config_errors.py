@@ -822,3 +822,24 @@ def test_batch_files_that_cannot_be_written_are_one_line_before_any_request(
     assert result.returncode == 1
     _assert_one_line(result.stderr, named, absent=("TMPDIR",))
     assert len(sim.requests) == before
+
+
+def test_discovery_with_an_invalid_config_names_the_problems(tmp_path: Path) -> None:
+    """Discovery needs no valid settings, so it goes on; the warning says what a sync lacks."""
+    config = _write(tmp_path / "config.json", {"api_key": 5})
+    result = _cli(["--config", str(config), "--discover"])
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["streams"]
+    [warning] = [line for line in result.stderr.splitlines() if "| WARNING" in line]
+    assert "api_key: expected a string" in warning
+    assert "start_date" in warning
+
+
+def test_a_404_for_an_api_url_with_a_path_says_so(sim: AmplitudeSimulator, tmp_path: Path) -> None:
+    config = _write(
+        tmp_path / "config.json", simulator_config(sim, api_url=f"{sim.url}/amplitude/v2")
+    )
+    catalog = _write(tmp_path / "catalog.json", _catalog_with(lambda _: None))
+    result = _cli(["--config", str(config), "--catalog", str(catalog)])
+    assert result.returncode == 1
+    _assert_one_line(result.stderr, "HTTP 404", "it ends in a path (/amplitude/v2)")

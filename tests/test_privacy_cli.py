@@ -486,7 +486,11 @@ def test_jobs_rejects_a_reversed_range_in_one_line(
         ('{"api_key": "k", "secret_key": "s", "region": "mars"}', "region must be one of"),
         ('{"api_key": "k", "secret_key": "s", "request_timeout": NaN}', "request_timeout must"),
         ('{"api_key": "k", "secret_key": "s", "request_timeout": 1e10}', "at most 86400"),
-        ('{"api_key": "k", "secret_key": "s", "api_url": "ftp://x"}', "api_url must be an"),
+        (
+            '{"api_key": "k", "secret_key": "s", "api_url": "ftp://x"}',
+            "api_url is not an http(s) URL",
+        ),
+        ('{"api_key": "k", "secret_key": "s", "api_url": " "}', "api_url is empty"),
     ],
 )
 def test_config_problems_are_one_line_with_exit_code_2(

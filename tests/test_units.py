@@ -103,6 +103,9 @@ def test_error_summary_reads_amplitude_envelope() -> None:
             "api_url: is not an http(s) URL",
         ),
         ({"start_date": "2024-03-01", "api_url": "localhost:8765"}, "api_url"),
+        ({"start_date": "2024-03-01", "api_url": ""}, "api_url: is empty"),
+        ({"start_date": "2024-03-01", "profile_api_url": "  "}, "profile_api_url: is empty"),
+        ({"start_date": "0001-01-01"}, "start_date: is before 2000-01-01"),
     ],
 )
 def test_config_problems_name_the_setting(config: dict[str, str], problem: str) -> None:

@@ -11,6 +11,7 @@ import threading
 import typing as t
 import zipfile
 from functools import partial
+from urllib.parse import urlsplit
 
 from singer_sdk.exceptions import RetriableAPIError
 
@@ -72,9 +73,15 @@ class ExportDownloader:
             if NO_DATA_TEXT in response.text.lower():
                 self.stream.logger.debug("%s: no data for %s", name, window.label())
                 return None
+            path = urlsplit(self.stream.url_base).path.strip("/")
+            extra = (
+                f": it ends in a path (/{path}), which Amplitude's hosts do not have"
+                if path
+                else ""
+            )
             msg = (
                 f"{name}: HTTP 404 without Amplitude's no-data message for {window.label()}; "
-                f"check api_url ({self.stream.url_base}) points at Amplitude."
+                f"check api_url ({self.stream.url_base}) points at Amplitude{extra}."
             )
             raise AmplitudeError(msg)
         if status in {400, 504} and window.hours > 1:

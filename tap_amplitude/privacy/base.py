@@ -27,7 +27,7 @@ from typing_extensions import override
 from tap_amplitude.client import REGION_HOSTS, api_base_url, connection_failure
 from tap_amplitude.interrupt import BOUNDARY, TERMINATION_SIGNALS, Interrupted, write_whole
 from tap_amplitude.ratelimit import project_limiter
-from tap_amplitude.settings import request_timeout_problem
+from tap_amplitude.settings import base_url_problems, request_timeout_problem
 from tap_amplitude.tap import TapAmplitude
 from tap_amplitude.timestamps import format_datetime
 
@@ -254,12 +254,7 @@ def setting_problems(data: dict[str, t.Any]) -> list[str]:
     region = data.get("region") or "us"
     if not isinstance(region, str) or region not in REGION_HOSTS:
         problems.append(f"region must be one of {', '.join(REGION_HOSTS)}")
-    for key in ("api_url", "profile_api_url"):
-        value = data.get(key)
-        if value is not None:
-            parts = urlsplit(str(value))
-            if parts.scheme not in {"http", "https"} or not parts.netloc:
-                problems.append(f"{key} must be an http(s) URL")
+    problems += [f"{key} {why}" for key, why in base_url_problems(data).items()]
     timeout = data.get("request_timeout")
     if timeout is not None and (problem := request_timeout_problem(timeout)):
         problems.append(f"request_timeout {problem}")
