@@ -802,3 +802,15 @@ def test_user_lookups_never_show_future_events() -> None:
             assert profile["amp_props"]["last_used"] <= PRESENT.date().isoformat()
             assert profile["amp_props"]["comp-events-total"] == str(float(len(expected)))
         assert futures > 0  # some users' activity reaches past "now"
+
+
+def test_cli_port_in_use_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from amplitude_simulator.__main__ import main
+
+    with AmplitudeSimulator(DATASET) as running:
+        port = str(running.url.rsplit(":", 1)[1])
+        assert main(["--port", port]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert "--port 0" in err
+    assert "Traceback" not in err

@@ -129,10 +129,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     def _on_signal(_signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
     simulator = AmplitudeSimulator(dataset, host=args.host, port=args.port)
     simulator.export.network = network_settings(args)
+    try:
+        simulator.start()
+    except OSError as exc:
+        sys.stderr.write(
+            f"amplitude-simulator: cannot listen on {args.host}:{args.port} "
+            f"({exc.strerror or exc}); pass another --port, or --port 0 for a free one\n"
+        )
+        return 1
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     with simulator:
         project = simulator.project
         sys.stdout.write(
