@@ -396,3 +396,51 @@ def test_a_keyless_table_left_by_a_stopped_run_gets_its_key(tmp_path: Path, data
     run_target(database, [schema_message(), batch_message(url), state("h")])
     assert primary_key(database) == [(["uuid"],)]
     assert rows(database, "SELECT count(*) FROM amplitude.export_events") == [(1,)]
+
+
+def _run_cli(database: Path, messages: list[dict[str, Any]], **config: Any) -> Any:
+    config_path = database.parent / "config.json"
+    database.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(json.dumps({"database": str(database), **config}))
+    return subprocess.run(
+        [sys.executable, "-m", "target_duckdb_batch", "--config", str(config_path)],
+        input="".join(json.dumps(m) + "\n" for m in messages),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_a_database_locked_by_another_process_is_waited_for(database: Path) -> None:
+    database.parent.mkdir(parents=True)
+    hold = (
+        f"import duckdb, time; c = duckdb.connect({str(database)!r}); "
+        "print('held', flush=True); time.sleep(3)"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True
+    ) as holder:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        result = _run_cli(database, [schema_message(), record(event(1)), state("h1")])
+    assert result.returncode == 0, result.stderr
+    assert "another process holds its lock" in result.stderr
+    assert rows(database, "SELECT count(*) FROM main.export_events") == [(1,)]
+
+
+def test_a_lock_held_too_long_and_a_bad_file_are_one_line(tmp_path: Path, database: Path) -> None:
+    database.parent.mkdir(parents=True)
+    with duckdb.connect(str(database)):
+        locked = _run_cli(database, [schema_message(), record(event(1))], lock_timeout_seconds=1)
+    assert locked.returncode == 1
+    assert "Traceback" not in locked.stderr
+    assert "still locked by another process after 1 s" in locked.stderr
+
+    broken = tmp_path / "b.json.gz"
+    broken.write_bytes(gzip.compress(b'{"uuid": "x", "amplitude_id": "not a number"}\n'))
+    failed = _run_cli(database, [schema_message(), batch_message(broken.as_uri())])
+    assert failed.returncode == 1
+    assert "Traceback" not in failed.stderr
+    [error] = [line for line in failed.stderr.splitlines() if "ERROR" in line]
+    assert "run the pipeline again to resume" in error

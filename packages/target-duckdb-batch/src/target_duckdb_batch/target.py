@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -20,6 +21,14 @@ else:
 
 if TYPE_CHECKING:
     from singer_sdk.helpers.capabilities import CapabilitiesEnum
+
+
+DEFAULT_LOCK_TIMEOUT_SECONDS = 600.0
+LOCK_POLL_SECONDS = 0.5
+
+
+class DatabaseLockedError(Exception):
+    """Another process kept the database file locked for longer than the target waits."""
 
 
 class TargetDuckDBBatch(Target):
@@ -58,6 +67,16 @@ class TargetDuckDBBatch(Target):
             description="Schema the stream tables are created in (created if missing).",
         ),
         th.Property(
+            "lock_timeout_seconds",
+            th.NumberType,
+            default=DEFAULT_LOCK_TIMEOUT_SECONDS,
+            title="Lock wait",
+            description=(
+                "How long to wait for another process (another pipeline run, a notebook) "
+                "to release the database file before failing: DuckDB has one writer at a time."
+            ),
+        ),
+        th.Property(
             "memory_limit",
             th.StringType,
             title="Memory limit",
@@ -74,19 +93,67 @@ class TargetDuckDBBatch(Target):
         # DuckDB parallelises each load itself; sinks share one connection: one at a time.
         self.max_parallelism = 1
 
+    @override
+    @classmethod
+    def invoke(cls, **kwargs: Any) -> None:
+        """The SDK's run; any failure is one ERROR line and exit 1, not a traceback.
+
+        Loads commit before the STATE that follows them, so a failed run resumes from the
+        last STATE it emitted.
+        """
+        try:
+            super().invoke(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - every failure ends in one line
+            text = " ".join(str(exc).split())[:500]
+            cls.logger.error(  # noqa: TRY400 - the line is the whole story
+                "%s: %s (%s). Nothing after the last STATE it emitted was loaded; run the "
+                "pipeline again to resume.",
+                cls.name,
+                text,
+                type(exc).__name__,
+            )
+            sys.exit(1)
+
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
         """The database connection (opened on first use, in UTC)."""
         if self._connection is None:
             database = Path(self.config["database"]).expanduser()
             database.parent.mkdir(parents=True, exist_ok=True)
-            connection = duckdb.connect(str(database))
+            connection = self._connect(database)
             # Zone-less date-times are UTC (TimeZone is the built-in ICU extension's setting).
             connection.execute("SET TimeZone = 'UTC'")
             if limit := self.config.get("memory_limit"):
                 connection.execute("SET memory_limit = ?", [limit])
             self._connection = connection
         return self._connection
+
+    def _connect(self, database: Path) -> duckdb.DuckDBPyConnection:
+        """Open the database, waiting while another process holds its lock."""
+        timeout = float(self.config.get("lock_timeout_seconds", DEFAULT_LOCK_TIMEOUT_SECONDS))
+        deadline = time.monotonic() + timeout
+        announced = False
+        while True:
+            try:
+                return duckdb.connect(str(database))
+            except duckdb.IOException as exc:  # noqa: PERF203 - a wait, not a hot loop
+                if "lock" not in str(exc).lower():
+                    raise
+                if time.monotonic() >= deadline:
+                    msg = (
+                        f"{database} is still locked by another process after {timeout:g} s "
+                        "(DuckDB allows one writer at a time); let the other run finish, or "
+                        "raise lock_timeout_seconds"
+                    )
+                    raise DatabaseLockedError(msg) from exc
+                if not announced:
+                    announced = True
+                    self.logger.info(
+                        "Waiting up to %g s for %s: another process holds its lock",
+                        timeout,
+                        database,
+                    )
+                time.sleep(LOCK_POLL_SECONDS)
 
     def load_pending_files(self) -> None:
         """Load every sink's pending files: before DDL, which must not overtake them."""
