@@ -356,20 +356,26 @@ def test_a_huge_id_is_cut_short_in_the_error_line(
         assert len(line) < 300
 
 
+@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01"])
 @pytest.mark.parametrize("command", ["jobs", "cancel"])
-def test_days_too_far_ahead_are_usage_errors(
-    sim: AmplitudeSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+def test_days_out_of_range_are_usage_errors(
+    sim: AmplitudeSimulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    day: str,
 ) -> None:
+    """Far ahead overflows date arithmetic; far back would send thousands of job requests."""
     config = write_config(sim, tmp_path)
     args = {
-        "jobs": ["--start-day", "9999-12-30", "--end-day", "9999-12-31"],
-        "cancel": ["--amplitude-id", "5", "--day", "9999-12-31"],
+        "jobs": ["--start-day", day, "--end-day", day],
+        "cancel": ["--amplitude-id", "5", "--day", day],
     }[command]
 
     result = privacy(capsys, command, "--config", config, *args)
 
     assert result.code == 2
-    assert "is too far ahead: days go up to 2999-12-31" in one_line(result)
+    assert "is out of range: days go from 2000-01-01 to 2999-12-31" in one_line(result)
     assert sim.requests == []
 
 
@@ -407,3 +413,16 @@ def test_an_access_package_that_cannot_be_written_is_one_line(
     assert f"cannot write the access package in {out}" in line
     assert "File too large" in line
     assert "run the same command again to resume" in line
+
+
+@pytest.mark.parametrize("wait", ["nan", "inf"])
+def test_a_wait_that_is_not_finite_is_a_usage_error(
+    sim: AmplitudeSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], wait: str
+) -> None:
+    config = write_config(sim, tmp_path)
+    result = privacy(
+        capsys, "access", "--config", config, "--out", str(tmp_path / "pkg"), "--wait", wait, "u1"
+    )
+    assert result.code == 2
+    assert "must be a finite number of seconds" in one_line(result)
+    assert sim.requests == []

@@ -43,6 +43,7 @@ from tap_amplitude.privacy.base import (
     cli,
     config_option,
     emit,
+    finite_seconds,
     host_of,
     key_hash,
     load_config,
@@ -152,6 +153,7 @@ class Package:
 @click.option(
     "--wait",
     type=click.FloatRange(min=0),
+    callback=lambda _ctx, param, value: finite_seconds(param, value),
     default=0,
     show_default=True,
     metavar="SECONDS",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import signal
 import threading
@@ -27,7 +28,7 @@ from typing_extensions import override
 from tap_amplitude.client import REGION_HOSTS, api_base_url, connection_failure
 from tap_amplitude.interrupt import BOUNDARY, TERMINATION_SIGNALS, Interrupted, write_whole
 from tap_amplitude.ratelimit import project_limiter
-from tap_amplitude.settings import base_url_problems, request_timeout_problem
+from tap_amplitude.settings import EARLIEST_DATE, base_url_problems, request_timeout_problem
 from tap_amplitude.tap import TapAmplitude
 from tap_amplitude.timestamps import format_datetime
 
@@ -47,6 +48,8 @@ MAX_IDS_PER_REQUEST = 100
 SHOWN_CHARS = 40
 # No deletion job or event is centuries ahead; later days would overflow date arithmetic.
 LAST_DAY = date(2999, 12, 31)
+# Amplitude has no data, and so no deletion job, this old: earlier days are typos.
+FIRST_DAY = EARLIEST_DATE.date()
 DEFAULT_AUDIT_LOG = "amplitude-deletions.jsonl"
 # The access package and the audit log hold personal data: their owner alone may read them.
 PRIVATE_FILE_MODE = 0o600
@@ -363,6 +366,13 @@ def checked_ids(
     return values
 
 
+def finite_seconds(param: click.Parameter, value: float) -> float:
+    """Refuse ``nan`` and ``inf``, which click's FloatRange lets through."""
+    if not math.isfinite(value):
+        raise click.BadParameter("must be a finite number of seconds", param=param)
+    return value
+
+
 class _Day(click.DateTime):
     """A YYYY-MM-DD day early enough that job windows and the day after it exist."""
 
@@ -370,10 +380,14 @@ class _Day(click.DateTime):
     def convert(
         self, value: t.Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> t.Any:
-        """The day as a datetime; one past LAST_DAY is refused as a usage error."""
+        """The day as a datetime; one outside FIRST_DAY..LAST_DAY is a usage error."""
         parsed = super().convert(value, param, ctx)
-        if parsed.date() > LAST_DAY:
-            self.fail(f"{shown(str(value))} is too far ahead: days go up to {LAST_DAY}", param, ctx)
+        if not FIRST_DAY <= parsed.date() <= LAST_DAY:
+            self.fail(
+                f"{shown(str(value))} is out of range: days go from {FIRST_DAY} to {LAST_DAY}",
+                param,
+                ctx,
+            )
         return parsed
 
 
