@@ -94,7 +94,7 @@ def write_whole(data: bytes) -> None:
     except OSError as exc:
         if exc.errno not in OUTPUT_ERRNOS:
             raise
-        _silence_stdout()
+        silence_stdout()
         raise OutputUnwritable(os.strerror(exc.errno or 0)) from exc
 
 
@@ -105,7 +105,7 @@ class OutputUnwritable(Exception):  # noqa: N818 - named for what it says
     """Standard output no longer takes messages: closed, its reader gone, or its disk full."""
 
 
-def _silence_stdout() -> None:
+def silence_stdout() -> None:
     """Point stdout at /dev/null, so that the interpreter's last flush cannot fail again."""
     with contextlib.suppress(OSError, ValueError, AttributeError):
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -14,7 +14,13 @@ import requests
 from singer_sdk.exceptions import RetriableAPIError
 
 from tap_amplitude.client import AmplitudeError, DropRepeatedFailureLines, connection_failure
-from tap_amplitude.interrupt import BOUNDARY, OUTPUT_ERRNOS, Interrupted, OutputUnwritable
+from tap_amplitude.interrupt import (
+    BOUNDARY,
+    OUTPUT_ERRNOS,
+    Interrupted,
+    OutputUnwritable,
+    silence_stdout,
+)
 
 # The command modules register their commands on ``cli`` when imported.
 from tap_amplitude.privacy import access, deletion, lookup  # noqa: F401
@@ -133,6 +139,7 @@ def _describe_failure(  # noqa: PLR0911 - one per kind
         return message, EXIT_FAILURE
     if isinstance(exc, OSError) and exc.filename is None and exc.errno in OUTPUT_ERRNOS:
         # click printing the help: the files the commands write name themselves in errors
+        silence_stdout()  # what click left in stdout's buffer must not fail again at exit
         return state.output_lost(exc.strerror or str(exc)), EXIT_FAILURE
     unexpected = (
         f"{PROG}: error: stopped on an unexpected {type(exc).__name__} ({exc}); please "
