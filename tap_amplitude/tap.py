@@ -30,7 +30,13 @@ from tap_amplitude.client import (
     AmplitudeError,
     connection_failure,
 )
-from tap_amplitude.interrupt import BOUNDARY, Interrupted, OutputUnwritable
+from tap_amplitude.interrupt import (
+    BOUNDARY,
+    OUTPUT_ERRNOS,
+    Interrupted,
+    OutputUnwritable,
+    silence_stdout,
+)
 from tap_amplitude.output import BoundedSingerWriter, check_batch_storage
 from tap_amplitude.sdk import BatchConfig, HookedTap
 from tap_amplitude.settings import (
@@ -661,7 +667,11 @@ def report_failures(logger: logging.Logger) -> Iterator[None]:
     except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
         raise  # click prints these, and exits with its own codes
     except Exception as exc:
-        message = _failure_line(exc)
+        failure = exc
+        if isinstance(exc, OSError) and _is_stdout_failure(exc):  # output the SDK prints
+            silence_stdout()
+            failure = OutputUnwritable(os.strerror(exc.errno or 0))
+        message = _failure_line(failure)
         if message is None:
             logger.debug("The failure in full:", exc_info=exc)
             message = (
@@ -715,6 +725,15 @@ def _failure_line(exc: Exception) -> str | None:  # noqa: PLR0911 - one return p
     if isinstance(exc, OSError) and is_disk_error(exc):
         return disk_error_message(exc)
     return None
+
+
+def _is_stdout_failure(exc: OSError) -> bool:
+    """Whether a write error that names no file came from stdout.
+
+    The tap's own files (downloads, BATCH files) name themselves in their errors; what is
+    left is stdout, unless the temporary directory really is full or unwritable.
+    """
+    return exc.filename is None and exc.errno in OUTPUT_ERRNOS and temp_dir_problem() is None
 
 
 def _shortened(exc: BaseException, limit: int = 300) -> str:

@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from amplitude_simulator import AmplitudeSimulator
+from tap_amplitude import tap as tap_module
 from tap_amplitude.client import AmplitudeStream
 from tap_amplitude.settings import coerce_value, parse_text, read_json_file
 from tap_amplitude.tap import TapAmplitude, report_failures
@@ -604,8 +605,13 @@ def test_disk_full_mid_run_is_one_line(
     ],
 )
 def test_disk_errors_reaching_the_cli_are_one_line(
-    caplog: pytest.LogCaptureFixture, code: int, reason: str
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    code: int,
+    reason: str,
 ) -> None:
+    # The temporary directory is the one at fault (else a file-less error is stdout's).
+    monkeypatch.setattr(tap_module, "temp_dir_problem", lambda: "the temporary directory is full")
     logger = logging.getLogger("tap-amplitude-test")
     with (
         pytest.raises(SystemExit) as exit_info,
@@ -620,16 +626,34 @@ def test_disk_errors_reaching_the_cli_are_one_line(
     assert "\n" not in record.getMessage()
 
 
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EPIPE])
+def test_a_write_error_without_a_file_with_a_usable_temp_dir_is_stdout(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """Output the SDK prints itself (--discover, --about) fails like this on a full stdout."""
+    monkeypatch.setattr(tap_module, "silence_stdout", lambda: None)
+    with (
+        pytest.raises(SystemExit) as exit_info,
+        caplog.at_level(logging.ERROR),
+        report_failures(logging.getLogger("tap-amplitude-test")),
+    ):
+        raise OSError(code, os.strerror(code))
+    assert exit_info.value.code == 1
+    [record] = caplog.records
+    assert record.getMessage().startswith("Could not write to standard output")
+    assert "TMPDIR" not in record.getMessage()
+
+
 def test_other_os_errors_are_not_disguised(caplog: pytest.LogCaptureFixture) -> None:
     with (
         pytest.raises(SystemExit) as exit_info,
         caplog.at_level(logging.ERROR),
         report_failures(logging.getLogger("tap-amplitude-test")),
     ):
-        raise OSError(errno.EPIPE, "Broken pipe")
+        raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
     assert exit_info.value.code == 1
     [record] = caplog.records
-    assert "unexpected BrokenPipeError ([Errno 32] Broken pipe)" in record.getMessage()
+    assert "unexpected OSError ([Errno 107] Transport endpoint" in record.getMessage()
     assert "TMPDIR" not in record.getMessage()
 
 
@@ -787,10 +811,11 @@ def test_unwritable_standard_output_is_one_line_and_a_failure(
         )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    errors = _error_lines(result.stderr)
+    # A closed stdout is refused at start (a plain line); a full one mid-run is an ERROR line.
+    errors = [line for line in result.stderr.splitlines() if "rite to standard output" in line]
     assert len(errors) == 1, result.stderr
-    assert "Could not write to standard output" in errors[0]
-    assert "TMPDIR" not in errors[0]
+    assert "ould not write to standard output" in errors[0]
+    assert "TMPDIR" not in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -843,3 +868,27 @@ def test_a_404_for_an_api_url_with_a_path_says_so(sim: AmplitudeSimulator, tmp_p
     result = _cli(["--config", str(config), "--catalog", str(catalog)])
     assert result.returncode == 1
     _assert_one_line(result.stderr, "HTTP 404", "it ends in a path (/amplitude/v2)")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--about"], ["--about", "--format", "json"]])
+def test_output_click_prints_into_a_full_stdout_is_one_line(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """Help, about and catalog text reach stdout at the last flush: a failure there counts."""
+    executable = str(Path(sys.executable).with_name("tap-amplitude"))
+    with Path("/dev/full").open("wb") as full:
+        result = subprocess.run(
+            [executable, *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=60,
+            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},  # as bare as `env -i`
+        )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Exception ignored" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if "rite to standard output" in line]
+    assert len(lines) == 1, result.stderr
+    assert "TMPDIR" not in result.stderr
