@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from amplitude_simulator import AmplitudeSimulator
+from amplitude_simulator import AmplitudeSimulator, Fault
 from amplitude_simulator.api.charts import chart_csv, chart_payload
 from tap_amplitude.ratelimit import COST_BUDGET, request_charge
 from tap_amplitude.streams.charts import covered_days
@@ -88,3 +88,14 @@ def test_chart_queries_draw_dashboard_cost_and_days_come_from_any_shape() -> Non
         "2024-01-01",
         "2024-01-02",
     )
+
+
+def test_an_html_page_is_never_stored_as_a_result(simulator: AmplitudeSimulator) -> None:
+    simulator.add_fault("/api/3/chart/abc123/query", Fault.not_zip(), times=100)
+    run = run_tap(simulator_config(simulator, chart_ids=["abc123"]), streams=STREAM)
+    assert run.returncode == 1
+    assert run.records("chart_results") == []
+    errors = [line for line in run.stderr.splitlines() if "| ERROR" in line]
+    assert len(errors) == 1, run.stderr
+    assert "chart 'abc123': /query answered HTTP 200 with a body that is neither JSON" in errors[0]
+    assert "Traceback" not in run.stderr

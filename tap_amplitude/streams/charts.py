@@ -16,7 +16,12 @@ from urllib.parse import quote, urlsplit
 from singer_sdk import typing as th
 from typing_extensions import override
 
-from tap_amplitude.client import AmplitudeResponseError, AmplitudeStream, error_summary
+from tap_amplitude.client import (
+    AmplitudeError,
+    AmplitudeResponseError,
+    AmplitudeStream,
+    error_summary,
+)
 from tap_amplitude.schemas import PROPERTY_BAG
 from tap_amplitude.timestamps import format_datetime
 
@@ -152,7 +157,7 @@ class ChartResultsStream(AmplitudeStream):
         """``/query``; ``/csv`` when /query is refused but /csv answers (§13.1)."""
         quoted = quote(chart_id, safe="")
         try:
-            return "query", self.json_body(self.get(QUERY_PATH.format(quoted)))
+            return "query", self.json_body(chart_id, self.get(QUERY_PATH.format(quoted)))
         except ChartRefusedError as exc:
             if exc.response.status_code not in {404, 410}:
                 raise
@@ -166,13 +171,27 @@ class ChartResultsStream(AmplitudeStream):
                 chart_id,
                 exc.response.status_code,
             )
-            return "csv", self.json_body(response)
+            return "csv", self.json_body(chart_id, response, csv=True)
 
-    @staticmethod
-    def json_body(response: requests.Response) -> dict[str, t.Any]:
-        """The answer as a JSON object (bare CSV text, as some /csv answers are, wrapped)."""
+    def json_body(
+        self, chart_id: str, response: requests.Response, *, csv: bool = False
+    ) -> dict[str, t.Any]:
+        """The answer as a JSON object; bare CSV text, as some /csv answers are, is wrapped.
+
+        Anything else (an HTML page from a proxy or an outage) is never stored as a result.
+        """
         try:
             body = response.json()
         except ValueError:
-            return {"data": response.text}
+            text = response.text
+            if csv and text.lstrip()[:1] != "<":
+                return {"data": text}
+            endpoint = "/csv" if csv else "/query"
+            msg = (
+                f"{self.name}: chart {chart_id!r}: {endpoint} answered HTTP "
+                f"{response.status_code} with a body that is neither JSON nor CSV "
+                f"({' '.join(text.split())[:80]!r}); nothing was stored for it. Run again "
+                "later; if it persists, check api_url."
+            )
+            raise AmplitudeError(msg) from None
         return body if isinstance(body, dict) else {"data": body}
