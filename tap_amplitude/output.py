@@ -345,8 +345,13 @@ class BatchFiles:
     def __init__(
         self, stream: Stream, batch_config: BatchConfig, compressor: ThreadPoolExecutor
     ) -> None:
-        """Name files like the SDK's batcher does: ``<tap>--<stream>-<id>-<n>.json.gz``."""
+        """Name files like the SDK's batcher does: ``<tap>--<stream>-<id>-<n>.json.gz``.
+
+        ``compression: none`` writes plain ``.jsonl`` files, as the BATCH message says (the
+        SDK's own batcher gzips them all the same).
+        """
         self.storage = batch_config.storage
+        self.gzip = batch_config.encoding.compression == "gzip"
         self.limit = batch_config.batch_size
         self.sync_id = f"{stream.tap_name}--{stream.name}-{uuid.uuid4()}"
         self.compressor = compressor
@@ -355,7 +360,7 @@ class BatchFiles:
         self.block: list[Row] = []
         self.filename = ""
         self.open_file: contextlib.ExitStack | None = None
-        self.compressed: gzip.GzipFile | None = None
+        self.compressed: t.IO[bytes] | None = None
         self.in_flight: Future[int] | None = None
 
     def add(self, rows: list[Row]) -> Iterator[list[str]]:
@@ -371,21 +376,31 @@ class BatchFiles:
                 yield self.close()
 
     def _write_block(self) -> None:
-        if self.compressed is None:
-            self.sequence += 1
-            self.filename = f"{self.storage.prefix or ''}{self.sync_id}-{self.sequence}.json.gz"
-            self.open_file = contextlib.ExitStack()
-            try:
-                raw = self.open_file.enter_context(self.storage.open(self.filename, "wb"))
-            except OSError as exc:
-                raise BatchStorageError(self.storage, exc) from exc
-            self.compressed = self.open_file.enter_context(
-                gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1),
-            )
+        output = self.compressed or self._next_file()
         self._wait()
         encoded = encode_lines(self.block)
-        self.in_flight = self.compressor.submit(self.compressed.write, encoded)
+        self.in_flight = self.compressor.submit(output.write, encoded)
         self.block.clear()
+
+    def _next_file(self) -> t.IO[bytes]:
+        """Open the next file, gzipped unless the encoding says ``compression: none``."""
+        self.sequence += 1
+        suffix = ".json.gz" if self.gzip else ".jsonl"
+        self.filename = f"{self.storage.prefix or ''}{self.sync_id}-{self.sequence}{suffix}"
+        self.open_file = contextlib.ExitStack()
+        try:
+            raw: t.IO[bytes] = self.open_file.enter_context(self.storage.open(self.filename, "wb"))
+        except OSError as exc:
+            raise BatchStorageError(self.storage, exc) from exc
+        self.compressed = raw
+        if self.gzip:
+            self.compressed = t.cast(
+                "t.IO[bytes]",
+                self.open_file.enter_context(
+                    gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1)
+                ),
+            )
+        return self.compressed
 
     def _wait(self) -> None:
         """Let the previous block finish (and surface its error, if any)."""

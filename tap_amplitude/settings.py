@@ -33,6 +33,8 @@ from tap_amplitude.timestamps import parse_datetime
 
 # No Amplitude project has data this old (Amplitude started in 2012); earlier dates are typos.
 EARLIEST_DATE = datetime(2000, 1, 1, tzinfo=timezone.utc)
+# Far enough for any schedule; later dates overflow the date arithmetic of windows.
+LATEST_DATE = datetime(2999, 12, 31, tzinfo=timezone.utc)
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, MutableMapping
@@ -481,7 +483,9 @@ def config_problems(config: Mapping[str, t.Any]) -> list[str]:
     problems: list[str] = []
     dates: dict[str, t.Any] = {}
     for key in ("start_date", "end_date"):
-        if config.get(key):
+        if isinstance(config.get(key), str) and not config[key].strip():
+            problems.append(f"{key}: is empty; give a date-time or remove the setting")
+        elif config.get(key):
             try:
                 dates[key] = parse_datetime(str(config[key]))
             except ValueError:
@@ -491,6 +495,11 @@ def config_problems(config: Mapping[str, t.Any]) -> list[str]:
         "project's first day)"
         for key, moment in dates.items()
         if moment < EARLIEST_DATE
+    ]
+    problems += [
+        f"{key}: is after {LATEST_DATE:%Y-%m-%d}; check the year"
+        for key, moment in dates.items()
+        if moment > LATEST_DATE
     ]
     if "start_date" in dates and "end_date" in dates and dates["end_date"] <= dates["start_date"]:
         problems.append("end_date: must be after start_date")
@@ -526,11 +535,18 @@ def base_url_problems(config: Mapping[str, t.Any]) -> dict[str, str]:
 
 def _url_problem(value: t.Any) -> str | None:
     """Why a base URL setting cannot be used: blank, or not an http(s) URL with a host."""
-    if not str(value).strip():
+    text = str(value)
+    if not text.strip():
         return "is empty; remove it to use the region's host, or give a URL"
-    parts = urlsplit(str(value))
+    if any(char.isspace() for char in text):
+        return "contains spaces or line breaks; copy the URL again"
+    parts = urlsplit(text)
     if parts.scheme not in {"http", "https"} or not parts.netloc:
         return "is not an http(s) URL (e.g. https://amplitude.com)"
+    try:
+        parts.port  # noqa: B018 - raises for a port outside 0-65535
+    except ValueError:
+        return "has a port that is not a number from 1 to 65535"
     return None
 
 

@@ -183,10 +183,13 @@ class TapAmplitude(HookedTap):
         ),
         th.Property(
             "export_lag_hours",
-            th.IntegerType(minimum=0),
+            th.IntegerType(minimum=0, maximum=8760),
             default=2,
             title="Export lag (hours)",
-            description="Newest hours left for a later run (exportable ~2 h after receipt).",
+            description=(
+                "Newest hours left for a later run (exportable ~2 h after receipt); "
+                "at most 8760 (a year)."
+            ),
         ),
         th.Property(
             "export_concurrency",
@@ -478,7 +481,14 @@ class TapAmplitude(HookedTap):
         """
         if not self.config.get("batch_config"):
             return
-        batch_config = BatchConfig.from_dict(self.config["batch_config"])
+        try:
+            batch_config = BatchConfig.from_dict(self.config["batch_config"])
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            msg = (
+                "Invalid configuration: batch_config needs 'encoding' (e.g. format jsonl, "
+                "compression gzip) and 'storage' (e.g. root file:///data/batches)"
+            )
+            raise SettingsError(msg) from exc
         if batch_config.encoding.format == "parquet" and not importlib.util.find_spec("pyarrow"):
             msg = (
                 "batch_config.encoding.format 'parquet' needs pyarrow, which is not installed: "

@@ -828,6 +828,7 @@ def test_unwritable_standard_output_is_one_line_and_a_failure(
             },
             "batch_config.storage.root file:///proc/none (FileNotFoundError",
         ),
+        ({"encoding": {"format": "jsonl"}}, "batch_config needs 'encoding'"),
         pytest.param(
             {"encoding": {"format": "parquet"}, "storage": {"root": "file:///tmp"}},
             "'parquet' needs pyarrow",

@@ -118,11 +118,16 @@ def _cli_run(
 
 
 def _batch_records(messages: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+    """Rows of every BATCH file, each opened as its message's encoding says."""
     records: list[dict[str, Any]] = []
     for message in messages:
         if message["type"] == "BATCH":
+            gzipped = message["encoding"]["compression"] == "gzip"
             for url in message["manifest"]:
-                with gzip.open(urlsplit(url).path, "rt") as lines:
+                path = urlsplit(url).path
+                assert path.endswith(".json.gz" if gzipped else ".jsonl")
+                opener = gzip.open if gzipped else open
+                with opener(path, "rt") as lines:
                     rows = [json.loads(line) for line in lines]
                 assert 0 < len(rows) <= batch_size
                 records += rows
@@ -151,9 +156,22 @@ def test_record_mode_matches_sdk_path(
             assert name not in record
 
 
-@pytest.mark.parametrize("variant", ["plain", "deselected", "stream-map", "flattened"])
+@pytest.mark.parametrize(
+    ("variant", "compression"),
+    [
+        ("plain", "gzip"),
+        ("deselected", "gzip"),
+        ("stream-map", "gzip"),
+        ("flattened", "gzip"),
+        ("plain", "none"),  # plain .jsonl files, as the BATCH message says
+    ],
+)
 def test_batch_mode_matches_sdk_record_path(
-    simulator: AmplitudeSimulator, tmp_path: Path, variant: str, monkeypatch: pytest.MonkeyPatch
+    simulator: AmplitudeSimulator,
+    tmp_path: Path,
+    variant: str,
+    compression: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     spec = VARIANTS[variant]
     config = simulator_config(simulator, **spec.get("config", {}))
@@ -163,7 +181,7 @@ def test_batch_mode_matches_sdk_record_path(
     batch_dir = tmp_path / "batches"
     batch_dir.mkdir()
     config["batch_config"] = {
-        "encoding": {"format": "jsonl", "compression": "gzip"},
+        "encoding": {"format": "jsonl", "compression": compression},
         "storage": {"root": f"file://{batch_dir}", "prefix": "amp-"},
         "batch_size": 500,
     }

@@ -106,6 +106,10 @@ def test_error_summary_reads_amplitude_envelope() -> None:
         ({"start_date": "2024-03-01", "api_url": ""}, "api_url: is empty"),
         ({"start_date": "2024-03-01", "profile_api_url": "  "}, "profile_api_url: is empty"),
         ({"start_date": "0001-01-01"}, "start_date: is before 2000-01-01"),
+        ({"start_date": "9999-12-30"}, "start_date: is after 2999-12-31"),
+        ({"start_date": "2024-03-01", "end_date": " "}, "end_date: is empty"),
+        ({"start_date": "2024-03-01", "api_url": "http://x:99999"}, "api_url: has a port"),
+        ({"start_date": "2024-03-01", "api_url": "http://x:1 "}, "api_url: contains spaces"),
     ],
 )
 def test_config_problems_name_the_setting(config: dict[str, str], problem: str) -> None:

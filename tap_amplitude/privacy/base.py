@@ -28,7 +28,12 @@ from typing_extensions import override
 from tap_amplitude.client import REGION_HOSTS, api_base_url, connection_failure
 from tap_amplitude.interrupt import BOUNDARY, TERMINATION_SIGNALS, Interrupted, write_whole
 from tap_amplitude.ratelimit import project_limiter
-from tap_amplitude.settings import EARLIEST_DATE, base_url_problems, request_timeout_problem
+from tap_amplitude.settings import (
+    EARLIEST_DATE,
+    LATEST_DATE,
+    base_url_problems,
+    request_timeout_problem,
+)
 from tap_amplitude.tap import TapAmplitude
 from tap_amplitude.timestamps import format_datetime
 
@@ -46,10 +51,8 @@ EXIT_INTERRUPTED = 130
 MAX_IDS_PER_REQUEST = 100
 # Longer values (ids, paths) are cut to this many characters in message lines.
 SHOWN_CHARS = 40
-# No deletion job or event is centuries ahead; later days would overflow date arithmetic.
-LAST_DAY = date(2999, 12, 31)
-# Amplitude has no data, and so no deletion job, this old: earlier days are typos.
-FIRST_DAY = EARLIEST_DATE.date()
+# The days a deletion job can have: the tap's own bounds on dates (settings.py).
+FIRST_DAY, LAST_DAY = EARLIEST_DATE.date(), LATEST_DATE.date()
 DEFAULT_AUDIT_LOG = "amplitude-deletions.jsonl"
 # The access package and the audit log hold personal data: their owner alone may read them.
 PRIVATE_FILE_MODE = 0o600

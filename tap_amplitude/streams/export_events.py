@@ -112,12 +112,12 @@ class ExportEventsStream(BulkRecordStream, AmplitudeStream):
 
         Unlike the SDK's default, deselected properties and a single stream map (filters,
         added properties, flattening) are applied here too, so files match the SCHEMA message.
-        Gzipped JSON lines are written here; other encodings are the SDK's.
+        JSON lines (gzipped or plain) are written here; parquet is the SDK's.
         """
         shaper = RecordShaper(self)
         encoding = batch_config.encoding
-        if len(shaper.maps) != 1 or (encoding.format, encoding.compression) != ("jsonl", "gzip"):
-            yield from super().get_batches(batch_config, context)  # parquet, plain JSON lines
+        if len(shaper.maps) != 1 or encoding.format != "jsonl":
+            yield from super().get_batches(batch_config, context)  # parquet
             return
         reader = self.row_reader()
         counter = self.get_record_counter()
