@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import typing as t
+from pathlib import Path
 
 from tap_amplitude.interrupt import BOUNDARY, Interrupted, silence_stdout
 
@@ -22,11 +23,18 @@ if t.TYPE_CHECKING:
     from collections.abc import Callable
 
 
+# Names logging accepts; the SDK passes LOGLEVEL to it as given, upper-cased.
+_LEVEL_NAMES = frozenset(
+    {"CRITICAL", "FATAL", "ERROR", "WARN", "WARNING", "INFO", "DEBUG", "NOTSET"}
+)
+
+
 def tap() -> None:
     """``tap-amplitude``: a tap's output is its stdout, so a closed one stops it at once."""
     BOUNDARY.install()
     if sys.stdout is None:
         _fail("tap-amplitude", "could not write to standard output (it is closed)")
+    _check_logging("tap-amplitude")
     try:
         from tap_amplitude.tap import TapAmplitude  # noqa: PLC0415 - after the handlers
     except Interrupted as stop:
@@ -37,6 +45,7 @@ def tap() -> None:
 def privacy() -> None:
     """``amplitude-privacy``."""
     BOUNDARY.install()
+    _check_logging("amplitude-privacy")
     try:
         from tap_amplitude.privacy.cli import main  # noqa: PLC0415 - after the handlers
     except Interrupted as stop:
@@ -58,6 +67,36 @@ def _run(program: str, main: Callable[[], t.Any]) -> t.NoReturn:
         silence_stdout()
         _fail(program, f"could not write to standard output ({os.strerror(exc.errno or 0)})")
     sys.exit(code)
+
+
+def _check_logging(program: str) -> None:
+    """Stop on log settings the SDK would fail on with a traceback, naming the variable."""
+    for variable in ("TAP_AMPLITUDE_LOGLEVEL", "LOGLEVEL"):  # the SDK's order
+        level = os.environ.get(variable)
+        if level:
+            if level.upper() not in _LEVEL_NAMES:
+                _stop(program, f"{variable} is not a log level; use DEBUG, INFO, WARNING or ERROR")
+            break
+    path = os.environ.get("SINGER_SDK_LOG_CONFIG")
+    if path and Path(path).is_file():
+        import yaml  # type: ignore[import-untyped]  # noqa: PLC0415 - only with a log config
+
+        try:
+            with Path(path).open(encoding="utf-8") as handle:
+                config = yaml.safe_load(handle)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            config = None
+        if not isinstance(config, dict):
+            _stop(
+                program,
+                f"SINGER_SDK_LOG_CONFIG file {path} is not a YAML logging configuration "
+                "(a mapping, as logging.config.dictConfig takes)",
+            )
+
+
+def _stop(program: str, problem: str) -> t.NoReturn:
+    sys.stderr.write(f"{program}: {problem}.\n")
+    sys.exit(1)
 
 
 def _fail(program: str, problem: str) -> t.NoReturn:

@@ -893,3 +893,35 @@ def test_output_click_prints_into_a_full_stdout_is_one_line(
     lines = [line for line in result.stderr.splitlines() if "rite to standard output" in line]
     assert len(lines) == 1, result.stderr
     assert "TMPDIR" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("TAP_AMPLITUDE_LOGLEVEL", "BOGUS", "TAP_AMPLITUDE_LOGLEVEL is not a log level"),
+        ("LOGLEVEL", "5", "LOGLEVEL is not a log level"),
+        ("SINGER_SDK_LOG_CONFIG", "{bad", "is not a YAML logging configuration"),
+    ],
+)
+@pytest.mark.parametrize("program", ["tap-amplitude", "amplitude-privacy"])
+def test_log_settings_the_sdk_would_fail_on_are_one_line(
+    tmp_path: Path, program: str, variable: str, value: str, named: str
+) -> None:
+    if variable == "SINGER_SDK_LOG_CONFIG":
+        (tmp_path / "logging.yml").write_text(value)
+        value = str(tmp_path / "logging.yml")
+    executable = str(Path(sys.executable).with_name(program))
+    args = ["--about"] if program == "tap-amplitude" else ["lookup", "someone"]
+    result = subprocess.run(
+        [executable, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=_clean_env(**{variable: value}),
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"{program}: ")
+    assert named in line
