@@ -814,3 +814,31 @@ def test_cli_port_in_use_is_one_line(capsys: pytest.CaptureFixture[str]) -> None
     assert f"cannot listen on 127.0.0.1:{port}" in err
     assert "--port 0" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--port", "70000"], "--port must be from 0 to 65535"),
+        (["--start", "0001-01-01"], "--start must be from 2000-01-01"),
+        (["--days", "100000"], "--days must be from 1 to 3660"),
+    ],
+)
+def test_cli_values_out_of_range_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], args: list[str], named: str
+) -> None:
+    from amplitude_simulator.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert named in capsys.readouterr().err
+
+
+def test_cli_host_that_is_not_this_machine_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from amplitude_simulator.__main__ import main
+
+    assert main(["--host", "example.invalid", "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot listen on example.invalid:0" in err
+    assert "Traceback" not in err

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from types import FrameType
 
 DEFAULT_PORT = 8765
+MAX_PORT = 65535
+# Data of any year Amplitude could hold; the bounds keep every date computation in range.
+FIRST_START, LAST_START = date(2000, 1, 1), date(2999, 1, 1)
+MAX_DAYS = 3660
 
 
 def _default_start() -> date:
@@ -85,8 +89,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="cap per connection in Mbit/s (8 Mbit/s = 1 MB/s; 0: uncapped)",
     )
     args = parser.parse_args(argv)
-    if args.days < 1:
-        parser.error("--days must be at least 1")
+    if not 0 <= args.port <= MAX_PORT:
+        parser.error(f"--port must be from 0 to {MAX_PORT}")
+    if args.start is not None and not FIRST_START <= args.start <= LAST_START:
+        parser.error(f"--start must be from {FIRST_START} to {LAST_START}")
+    if not 1 <= args.days <= MAX_DAYS:
+        parser.error(f"--days must be from 1 to {MAX_DAYS}")
     if args.events_per_hour < 0:
         parser.error("--events-per-hour must not be negative")
     for flag in ("ttfb_base_ms", "ttfb_ms_per_mb", "bandwidth_mbps"):
@@ -133,10 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     simulator.export.network = network_settings(args)
     try:
         simulator.start()
-    except OSError as exc:
+    except OSError as exc:  # the port is taken, or the host is not an address of this machine
         sys.stderr.write(
             f"amplitude-simulator: cannot listen on {args.host}:{args.port} "
-            f"({exc.strerror or exc}); pass another --port, or --port 0 for a free one\n"
+            f"({exc.strerror or exc}); pass another --host or --port (--port 0 picks a free "
+            "one)\n"
         )
         return 1
     signal.signal(signal.SIGINT, _on_signal)
