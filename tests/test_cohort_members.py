@@ -317,3 +317,14 @@ def test_quota_refusals_are_told_from_the_request_rate() -> None:
     assert is_quota_refusal(response(429, b"slow down", retry_after="86400"))
     assert not is_quota_refusal(response(429, b"slow down", retry_after="30"))
     assert not is_quota_refusal(response(403, b"Invalid API Key"))
+
+
+@pytest.mark.parametrize("cohorts", [[1, 2], "x", {"abc": 5}])
+def test_a_bookmark_of_the_wrong_shape_is_one_line(quick: AmplitudeSimulator, cohorts: Any) -> None:
+    state = {"bookmarks": {"cohort_members": {"cohorts": cohorts}}}
+    run = run_tap(simulator_config(quick), streams=STREAM, state=state)
+    assert run.returncode == 1
+    errors = [line for line in run.stderr.splitlines() if "| ERROR" in line]
+    assert len(errors) == 1, run.stderr
+    assert "bookmark of 'cohort_members'" in errors[0]
+    assert "remove the stream's entry" in errors[0]

@@ -37,6 +37,7 @@ from tap_amplitude.client import (
 )
 from tap_amplitude.schemas import PROPERTY_BAG
 from tap_amplitude.sdk import write_state
+from tap_amplitude.settings import SettingsError
 from tap_amplitude.streams.dashboard import (
     COHORTS_UNAVAILABLE,
     CohortsUnavailableError,
@@ -216,8 +217,20 @@ class CohortMembersStream(AmplitudeStream):
         if cohorts is None:
             return
         state = self.stream_state
-        done: dict[str, t.Any] = state.setdefault("cohorts", {})
-        pending: dict[str, t.Any] = state.setdefault("pending", {})
+        parts = state.setdefault("cohorts", {}), state.setdefault("pending", {})
+        if not all(
+            isinstance(part, dict) and all(isinstance(entry, dict) for entry in part.values())
+            for part in parts
+        ):
+            msg = (
+                f"The state's bookmark of '{self.name}' holds 'cohorts' or 'pending' values "
+                "that are not {cohort id: {...}}; remove the stream's entry from the state to "
+                "download every chosen cohort again (downloads count against Amplitude's 500 a "
+                "month)."
+            )
+            raise SettingsError(msg)
+        done: dict[str, t.Any] = parts[0]
+        pending: dict[str, t.Any] = parts[1]
         used = unchanged = 0
         try:
             for cohort in self.chosen(cohorts):
