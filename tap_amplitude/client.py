@@ -151,6 +151,20 @@ def connection_failure(exc: requests.RequestException) -> str:
     return f"{host} ({reason})"
 
 
+def request_failure(exc: requests.RequestException) -> str:
+    """What went wrong with a request that got no usable answer, and what to check."""
+    if isinstance(exc, requests.exceptions.JSONDecodeError):  # reached, but not Amplitude
+        return (
+            "Amplitude answered with a body that is not JSON: something in between (a proxy, "
+            "an outage page) answered instead; run again later, and if it persists check "
+            "api_url/region and the network"
+        )
+    return (
+        f"could not reach {connection_failure(exc)}, also after retries; check api_url/region "
+        "and the network"
+    )
+
+
 def _lasting_tls_failures_are_final(func: RequestFunc) -> RequestFunc:
     """Raise a lasting TLS failure as an AmplitudeError, which the retries do not repeat."""
 
@@ -297,6 +311,13 @@ class AmplitudeStream(RESTStream[t.Any]):
     def validate_response(self, response: requests.Response) -> None:
         """Classify a response: fine, retriable (429, 5xx) or a clear fatal error."""
         status = response.status_code
+        if status < 400 and "text/html" in response.headers.get("Content-Type", ""):  # noqa: PLR2004
+            msg = (
+                f"{self.name}: HTTP {status} for {describe_request(response)} brought an HTML "
+                "page, not Amplitude's data: a proxy, a captive portal or an outage page is in "
+                "between; check api_url and the network"
+            )
+            raise RetriableAPIError(msg, response)
         if status < 400:  # noqa: PLR2004
             return
         if status in {401, 403}:
@@ -337,7 +358,9 @@ class AmplitudeStream(RESTStream[t.Any]):
         """Log each retry once, at WARNING, without the URL's host or any header."""
         exc = details.get("exception")
         response = getattr(exc, "response", None)
-        if response is not None:
+        if response is not None and response.status_code < 400:  # noqa: PLR2004
+            reason = str(exc)  # what was wrong with a 200: it says, with the request
+        elif response is not None:
             reason = f"HTTP {response.status_code} for {describe_request(response)}"
         elif isinstance(exc, requests.RequestException):
             reason = f"{type(exc).__name__} from {connection_failure(exc)}"

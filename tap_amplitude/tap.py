@@ -28,7 +28,7 @@ from tap_amplitude.client import (
     DEFAULT_PROFILE_API_URL,
     REGION_HOSTS,
     AmplitudeError,
-    connection_failure,
+    request_failure,
 )
 from tap_amplitude.interrupt import (
     BOUNDARY,
@@ -710,18 +710,8 @@ def _failure_line(exc: Exception) -> str | None:  # noqa: PLR0911 - one return p
         return message
     if isinstance(exc, (SettingsError, AmplitudeError, RetriableAPIError)):
         return str(exc)  # the message is the whole story
-    if isinstance(exc, (UnicodeEncodeError, requests.exceptions.InvalidHeader)):
-        # Their text quotes the offending value, which may be a key: never shown.
-        return (
-            "A request to Amplitude could not be built: a setting sent in a header or in "
-            "authentication (api_key, secret_key) holds characters HTTP cannot carry; copy "
-            "the keys again from Amplitude (Settings > Projects)."
-        )
-    if isinstance(exc, requests.RequestException):
-        return (
-            f"Could not reach {connection_failure(exc)}, also after retries; check "
-            "api_url/region and the network."
-        )
+    if isinstance(exc, (UnicodeEncodeError, requests.RequestException)):
+        return _request_failure_line(exc)
     if isinstance(exc, MappingError):
         return (
             f"stream_maps: {_shortened(exc)} Correct the expression "
@@ -735,6 +725,19 @@ def _failure_line(exc: Exception) -> str | None:  # noqa: PLR0911 - one return p
     if isinstance(exc, OSError) and is_disk_error(exc):
         return disk_error_message(exc)
     return None
+
+
+def _request_failure_line(exc: UnicodeEncodeError | requests.RequestException) -> str:
+    """A request that could not be built, reached nothing, or got a body that is not JSON."""
+    if isinstance(exc, (UnicodeEncodeError, requests.exceptions.InvalidHeader)):
+        # Their text quotes the offending value, which may be a key: never shown.
+        return (
+            "A request to Amplitude could not be built: a setting sent in a header or in "
+            "authentication (api_key, secret_key) holds characters HTTP cannot carry; copy "
+            "the keys again from Amplitude (Settings > Projects)."
+        )
+    reason = request_failure(exc)
+    return f"{reason[0].upper()}{reason[1:]}."
 
 
 def _is_stdout_failure(exc: OSError) -> bool:

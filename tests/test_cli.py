@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from amplitude_simulator import AmplitudeSimulator, Project
+from amplitude_simulator import AmplitudeSimulator, Fault, Project
 from tap_amplitude.client import AmplitudeStream
 from tap_amplitude.tap import TapAmplitude
 from tests.conftest import SMALL_DATASET
-from tests.helpers import iter_waits, run_tap, simulator_config
+from tests.helpers import discovered_catalog, iter_waits, run_tap, select_only, simulator_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_STREAMS = ["event_types", "export_events", "user_activity", "user_search"]
@@ -188,3 +188,28 @@ def test_keys_never_appear_in_any_output(scenario: str) -> None:
     assert run.returncode == (1 if scenario == "wrong-secret" else 0), run.stderr
     assert "DEBUG" in run.stderr
     _assert_no_secrets(run.stdout + run.stderr)
+
+
+def test_an_html_page_instead_of_json_is_retried_then_one_line(
+    simulator: AmplitudeSimulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    simulator.add_fault("/api/2/events/list", Fault.not_zip(), times=100)
+    monkeypatch.setattr(AmplitudeStream, "backoff_wait_generator", lambda _self: iter_waits(0.0))
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(simulator_config(simulator)))
+    catalog_path = tmp_path / "catalog.json"
+    catalog_path.write_text(json.dumps(select_only(["event_types"], discovered_catalog())))
+    with pytest.raises(SystemExit) as exit_info:
+        TapAmplitude.cli.main(
+            ["--config", str(config_path), "--catalog", str(catalog_path)], standalone_mode=False
+        )
+    assert exit_info.value.code == 1
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if "| ERROR" in line]
+    assert len(errors) == 1, stderr
+    assert "GET /api/2/events/list brought an HTML page, not Amplitude's data" in errors[0]
+    assert len([r for r in simulator.requests if r.path == "/api/2/events/list"]) == 10
+    assert "retrying after event_types: HTTP 200 for GET /api/2/events/list brought" in stderr

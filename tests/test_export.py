@@ -215,7 +215,7 @@ def test_persistent_non_zip_fails_loudly(simulator: AmplitudeSimulator) -> None:
     assert isinstance(stream, ExportEventsStream)
     # same retry path, without the minutes of real backoff
     stream.backoff_wait_generator = lambda: iter_waits(0.0)  # type: ignore[method-assign]
-    with pytest.raises(RetriableAPIError, match="not a complete zip"):
+    with pytest.raises(RetriableAPIError, match="brought an HTML page, not Amplitude's data"):
         list(stream.get_records(None))
     assert len(_export_requests(simulator)) == MAX_TRIES
 

@@ -124,3 +124,11 @@ def test_config_without_problems() -> None:
         == []
     )
     assert parse_datetime("2024-03-01").tzinfo == timezone.utc
+
+
+def test_a_body_that_is_not_json_is_not_called_unreachable() -> None:
+    from tap_amplitude.client import request_failure
+
+    reason = request_failure(requests.exceptions.JSONDecodeError("Expecting value", "<h1>", 0))
+    assert reason.startswith("Amplitude answered with a body that is not JSON")
+    assert "could not reach" not in reason

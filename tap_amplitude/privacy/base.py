@@ -25,7 +25,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.io_base import GenericSingerWriter
 from typing_extensions import override
 
-from tap_amplitude.client import REGION_HOSTS, api_base_url, connection_failure
+from tap_amplitude.client import REGION_HOSTS, api_base_url, request_failure
 from tap_amplitude.interrupt import BOUNDARY, TERMINATION_SIGNALS, Interrupted, write_whole
 from tap_amplitude.ratelimit import project_limiter
 from tap_amplitude.settings import (
@@ -449,7 +449,7 @@ def cli(config_path: Path | None) -> None:
 def failure_reason(exc: Exception) -> str:
     """One line for an API or network failure, without secrets."""
     if isinstance(exc, requests.RequestException):
-        return f"could not reach {connection_failure(exc)}; check api_url/region and the network"
+        return request_failure(exc)
     return str(exc).rstrip(".")
 
 

@@ -13,7 +13,7 @@ import click
 import requests
 from singer_sdk.exceptions import RetriableAPIError
 
-from tap_amplitude.client import AmplitudeError, DropRepeatedFailureLines, connection_failure
+from tap_amplitude.client import AmplitudeError, DropRepeatedFailureLines, request_failure
 from tap_amplitude.interrupt import (
     BOUNDARY,
     OUTPUT_ERRNOS,
@@ -132,11 +132,7 @@ def _describe_failure(  # noqa: PLR0911 - one per kind
     if isinstance(exc, RetriableAPIError):
         return f"{PROG}: error: {exc} (still failing after retries)", EXIT_FAILURE
     if isinstance(exc, requests.RequestException):
-        message = (
-            f"{PROG}: error: could not reach {connection_failure(exc)}, also after retries; "
-            "check api_url/region and the network"
-        )
-        return message, EXIT_FAILURE
+        return f"{PROG}: error: {request_failure(exc)}", EXIT_FAILURE
     if isinstance(exc, OSError) and exc.filename is None and exc.errno in OUTPUT_ERRNOS:
         # click printing the help: the files the commands write name themselves in errors
         silence_stdout()  # what click left in stdout's buffer must not fail again at exit
