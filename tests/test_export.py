@@ -268,6 +268,20 @@ def test_single_hour_too_large_stops_with_a_clear_message(simulator: AmplitudeSi
     assert "Traceback" not in run.stderr
 
 
+def test_a_400_that_is_not_about_size_stops_without_splitting(
+    simulator: AmplitudeSimulator,
+) -> None:
+    simulator.add_fault(EXPORT, Fault.status(400, "Invalid start parameter"), times=100)
+    run = run_tap(simulator_config(simulator, export_window_hours=24), streams=[STREAM])
+    assert run.returncode == 1
+    requested = _export_requests(simulator)
+    assert requested  # each a whole day: not split down hour by hour
+    assert all(start.endswith("T00") and end.endswith("T23") for start, end, _ in requested)
+    assert "(HTTP 400: Invalid start parameter). Check start_date, end_date" in run.stderr
+    assert "S3" not in run.stderr
+    assert "Traceback" not in run.stderr
+
+
 def test_unknown_path_404_is_not_mistaken_for_no_data(simulator: AmplitudeSimulator) -> None:
     run = run_tap(simulator_config(simulator, api_url=simulator.url + "/wrong"), streams=[STREAM])
     assert run.returncode == 1

@@ -32,6 +32,12 @@ S3_HINT = (
 )
 
 
+def _says_too_large(response: requests.Response) -> bool:
+    """Whether a 400 is Amplitude's "over 4 GB" refusal (§2.4), not another complaint."""
+    text = response.text.lower()
+    return "too large" in text or "4gb" in text or "4 gb" in text
+
+
 class WindowTooLargeError(Exception):
     """Amplitude answered 400 (over 4 GB) or 504 for a multi-hour window: split it."""
 
@@ -84,13 +90,19 @@ class ExportDownloader:
                 f"check api_url ({self.stream.url_base}) points at Amplitude{extra}."
             )
             raise AmplitudeError(msg)
-        if status in {400, 504} and window.hours > 1:
+        too_large = status == 504 or (status == 400 and _says_too_large(response))  # noqa: PLR2004
+        if too_large and window.hours > 1:
             msg = f"HTTP {status} ({error_summary(response)})"
             raise WindowTooLargeError(msg)
         if status == 400:  # noqa: PLR2004
+            what, hint = (
+                ("the single hour", S3_HINT)
+                if too_large
+                else ("the export of", "Check start_date, end_date and api_url.")
+            )
             msg = (
-                f"{name}: Amplitude refused the single hour {window.label()} "
-                f"(HTTP 400: {error_summary(response)}). {S3_HINT}"
+                f"{name}: Amplitude refused {what} {window.label()} "
+                f"(HTTP 400: {error_summary(response)}). {hint}"
             )
             raise AmplitudeError(msg)
         self.stream.validate_response(response)
