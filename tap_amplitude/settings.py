@@ -211,8 +211,13 @@ class EnvText:
 
 
 def load_dotenv_file() -> None:
-    """Variables from a ``.env`` file, found and applied as the SDK does (they win)."""
-    load_dotenv(find_dotenv(), override=True)
+    """Variables from a ``.env`` file in the working directory or a parent.
+
+    They fill in what the environment does not set: a variable set by the shell or by
+    Meltano wins over a stale file. (The SDK looks upward from its own install folder and
+    lets the file win.)
+    """
+    load_dotenv(find_dotenv(usecwd=True), override=False)
 
 
 def environment_values(

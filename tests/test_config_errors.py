@@ -925,3 +925,33 @@ def test_log_settings_the_sdk_would_fail_on_are_one_line(
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"{program}: ")
     assert named in line
+
+
+def test_a_dotenv_file_in_the_working_directory_fills_in_what_the_environment_lacks(
+    sim: AmplitudeSimulator, tmp_path: Path
+) -> None:
+    config = simulator_config(sim)
+    lines = [f"TAP_AMPLITUDE_{key.upper()}={value}" for key, value in config.items()]
+    (tmp_path / ".env").write_text("\n".join(lines) + "\n")
+    executable = str(Path(sys.executable).with_name("tap-amplitude"))
+    run = subprocess.run(
+        [executable, "--config", "ENV", "--test"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=_clean_env(),
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    wrong = subprocess.run(
+        [executable, "--config", "ENV", "--test"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=_clean_env(TAP_AMPLITUDE_SECRET_KEY="set-in-the-shell-wins"),
+        cwd=tmp_path,
+    )
+    assert wrong.returncode == 1
+    assert "refused the credentials" in wrong.stderr
