@@ -90,8 +90,12 @@ def test_chart_queries_draw_dashboard_cost_and_days_come_from_any_shape() -> Non
     )
 
 
-def test_an_html_page_is_never_stored_as_a_result(simulator: AmplitudeSimulator) -> None:
-    simulator.add_fault("/api/3/chart/abc123/query", Fault.not_zip(), times=100)
+def test_a_page_that_is_not_json_is_never_stored_as_a_result(
+    simulator: AmplitudeSimulator,
+) -> None:
+    # (An HTML page is retried first, like any 200 with an HTML page: test_cli.)
+    page = Fault.status(200, "<error>maintenance</error>", {"Content-Type": "application/xml"})
+    simulator.add_fault("/api/3/chart/abc123/query", page, times=100)
     run = run_tap(simulator_config(simulator, chart_ids=["abc123"]), streams=STREAM)
     assert run.returncode == 1
     assert run.records("chart_results") == []
