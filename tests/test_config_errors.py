@@ -93,6 +93,19 @@ def _assert_one_line(stderr: str, *names: str, absent: tuple[str, ...] = ()) -> 
     return errors[0]
 
 
+def _reported(
+    caplog: pytest.LogCaptureFixture, failure: BaseException, level: int = logging.ERROR
+) -> int | str | None:
+    """Raise ``failure`` inside the CLI's failure reporting; the exit code it chose."""
+    with (
+        pytest.raises(SystemExit) as exit_info,
+        caplog.at_level(level),
+        report_failures(logging.getLogger("tap-amplitude-test")),
+    ):
+        raise failure
+    return exit_info.value.code
+
+
 def _write(path: Path, payload: Any) -> Path:
     path.write_text(json.dumps(payload))
     return path
@@ -612,14 +625,7 @@ def test_disk_errors_reaching_the_cli_are_one_line(
 ) -> None:
     # The temporary directory is the one at fault (else a file-less error is stdout's).
     monkeypatch.setattr(tap_module, "temp_dir_problem", lambda: "the temporary directory is full")
-    logger = logging.getLogger("tap-amplitude-test")
-    with (
-        pytest.raises(SystemExit) as exit_info,
-        caplog.at_level(logging.ERROR),
-        report_failures(logger),
-    ):
-        raise OSError(code, os.strerror(code))
-    assert exit_info.value.code == 1
+    assert _reported(caplog, OSError(code, os.strerror(code))) == 1
     [record] = caplog.records
     assert tempfile.gettempdir() in record.getMessage()
     assert reason in record.getMessage()
@@ -632,39 +638,21 @@ def test_a_write_error_without_a_file_with_a_usable_temp_dir_is_stdout(
 ) -> None:
     """Output the SDK prints itself (--discover, --about) fails like this on a full stdout."""
     monkeypatch.setattr(tap_module, "silence_stdout", lambda: None)
-    with (
-        pytest.raises(SystemExit) as exit_info,
-        caplog.at_level(logging.ERROR),
-        report_failures(logging.getLogger("tap-amplitude-test")),
-    ):
-        raise OSError(code, os.strerror(code))
-    assert exit_info.value.code == 1
+    assert _reported(caplog, OSError(code, os.strerror(code))) == 1
     [record] = caplog.records
     assert record.getMessage().startswith("Could not write to standard output")
     assert "TMPDIR" not in record.getMessage()
 
 
 def test_other_os_errors_are_not_disguised(caplog: pytest.LogCaptureFixture) -> None:
-    with (
-        pytest.raises(SystemExit) as exit_info,
-        caplog.at_level(logging.ERROR),
-        report_failures(logging.getLogger("tap-amplitude-test")),
-    ):
-        raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
-    assert exit_info.value.code == 1
+    assert _reported(caplog, OSError(errno.ENOTCONN, "Transport endpoint is not connected")) == 1
     [record] = caplog.records
     assert "unexpected OSError ([Errno 107] Transport endpoint" in record.getMessage()
     assert "TMPDIR" not in record.getMessage()
 
 
 def test_an_unforeseen_failure_is_still_one_line(caplog: pytest.LogCaptureFixture) -> None:
-    with (
-        pytest.raises(SystemExit) as exit_info,
-        caplog.at_level(logging.DEBUG),
-        report_failures(logging.getLogger("tap-amplitude-test")),
-    ):
-        raise RuntimeError("x" * 1000)
-    assert exit_info.value.code == 1
+    assert _reported(caplog, RuntimeError("x" * 1000), level=logging.DEBUG) == 1
     [error] = [record for record in caplog.records if record.levelno == logging.ERROR]
     assert "unexpected RuntimeError (xxx" in error.getMessage()
     assert "TAP_AMPLITUDE_LOGLEVEL=DEBUG" in error.getMessage()
@@ -776,13 +764,7 @@ def test_a_broken_stream_map_is_one_line(
 def test_unsendable_values_that_slip_through_are_not_echoed(
     caplog: pytest.LogCaptureFixture, failure: Exception
 ) -> None:
-    with (
-        pytest.raises(SystemExit) as exit_info,
-        caplog.at_level(logging.ERROR),
-        report_failures(logging.getLogger("tap-amplitude-test")),
-    ):
-        raise failure
-    assert exit_info.value.code == 1
+    assert _reported(caplog, failure) == 1
     [record] = caplog.records
     assert "LEAK-5150" not in record.getMessage()
     assert "api_key" in record.getMessage()
