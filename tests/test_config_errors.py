@@ -916,24 +916,20 @@ def test_a_dotenv_file_in_the_working_directory_fills_in_what_the_environment_la
     lines = [f"TAP_AMPLITUDE_{key.upper()}={value}" for key, value in config.items()]
     (tmp_path / ".env").write_text("\n".join(lines) + "\n")
     executable = str(Path(sys.executable).with_name("tap-amplitude"))
-    run = subprocess.run(
-        [executable, "--config", "ENV", "--test"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        env=_clean_env(),
-        cwd=tmp_path,
-    )
+
+    def connection_test(**env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [executable, "--config", "ENV", "--test"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+            env=_clean_env(**env),
+            cwd=tmp_path,
+        )
+
+    run = connection_test()
     assert run.returncode == 0, run.stderr
-    wrong = subprocess.run(
-        [executable, "--config", "ENV", "--test"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        env=_clean_env(TAP_AMPLITUDE_SECRET_KEY="set-in-the-shell-wins"),
-        cwd=tmp_path,
-    )
+    wrong = connection_test(TAP_AMPLITUDE_SECRET_KEY="set-in-the-shell-wins")
     assert wrong.returncode == 1
     assert "refused the credentials" in wrong.stderr
