@@ -136,10 +136,7 @@ def connection_failure(exc: requests.RequestException) -> str:
         host += f":{parts.port}"
     text = str(exc)
     if isinstance(exc, requests.exceptions.SSLError):
-        reason = next(
-            (why for marker, why in _LASTING_TLS_FAILURES.items() if marker in text),
-            "the TLS handshake failed",
-        )
+        reason = _lasting_tls_failure(exc) or "the TLS handshake failed"
     elif isinstance(exc, requests.exceptions.ConnectTimeout):
         reason = "no connection within request_timeout"
     elif isinstance(exc, requests.exceptions.Timeout):
@@ -165,6 +162,12 @@ def request_failure(exc: requests.RequestException) -> str:
     )
 
 
+def _lasting_tls_failure(exc: requests.exceptions.SSLError) -> str | None:
+    """Why a TLS failure no retry can mend happened; None for one that may pass."""
+    text = str(exc)
+    return next((why for marker, why in _LASTING_TLS_FAILURES.items() if marker in text), None)
+
+
 def _lasting_tls_failures_are_final(func: RequestFunc) -> RequestFunc:
     """Raise a lasting TLS failure as an AmplitudeError, which the retries do not repeat."""
 
@@ -173,7 +176,7 @@ def _lasting_tls_failures_are_final(func: RequestFunc) -> RequestFunc:
         try:
             return func(*args, **kwargs)
         except requests.exceptions.SSLError as exc:
-            if not any(marker in str(exc) for marker in _LASTING_TLS_FAILURES):
+            if _lasting_tls_failure(exc) is None:
                 raise
             msg = (
                 f"Could not open a secure connection to {connection_failure(exc)}; check "

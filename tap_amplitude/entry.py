@@ -33,7 +33,7 @@ def tap() -> None:
     """``tap-amplitude``: a tap's output is its stdout, so a closed one stops it at once."""
     BOUNDARY.install()
     if sys.stdout is None:
-        _fail("tap-amplitude", "could not write to standard output (it is closed)")
+        _output_lost("tap-amplitude", "could not write to standard output (it is closed)")
     _check_logging("tap-amplitude")
     try:
         from tap_amplitude.tap import TapAmplitude  # noqa: PLC0415 - after the handlers
@@ -65,7 +65,7 @@ def _run(program: str, main: Callable[[], t.Any]) -> t.NoReturn:
             sys.stdout.flush()
     except OSError as exc:
         silence_stdout()
-        _fail(program, f"could not write to standard output ({os.strerror(exc.errno or 0)})")
+        _output_lost(program, f"could not write to standard output ({os.strerror(exc.errno or 0)})")
     sys.exit(code)
 
 
@@ -99,12 +99,12 @@ def _stop(program: str, problem: str) -> t.NoReturn:
     sys.exit(1)
 
 
-def _fail(program: str, problem: str) -> t.NoReturn:
-    sys.stderr.write(
-        f"{program}: {problem}: the output is incomplete. Give the command a standard output "
-        "that takes it (a pipe, a file) and run it again.\n"
+def _output_lost(program: str, problem: str) -> t.NoReturn:
+    _stop(
+        program,
+        f"{problem}: the output is incomplete. Give the command a standard output that takes "
+        "it (a pipe, a file) and run it again",
     )
-    sys.exit(1)
 
 
 def _stopped_while_starting(program: str, stop: Interrupted) -> t.NoReturn:
