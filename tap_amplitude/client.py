@@ -18,6 +18,7 @@ from typing_extensions import override
 
 from tap_amplitude.ratelimit import ProjectLimiter, project_limiter
 from tap_amplitude.sdk import tap_of
+from tap_amplitude.settings import ReplicationChoice, SettingsError, catalog_choice_problem
 
 if t.TYPE_CHECKING:
     from collections.abc import Generator, Mapping
@@ -25,6 +26,7 @@ if t.TYPE_CHECKING:
     from backoff.types import Details
     from singer_sdk.helpers.types import Context, Record, RequestFunc
     from singer_sdk.pagination import BaseAPIPaginator
+    from singer_sdk.singerlib import Catalog
 
 APP_PROPERTY: dict[str, t.Any] = {
     "type": ["integer", "null"],
@@ -204,6 +206,29 @@ class AmplitudeStream(RESTStream[t.Any]):
         super().__init__(*args, **kwargs)
         self.schema["properties"].setdefault("app", APP_PROPERTY)
         self.logger.addFilter(_REPEATED_FAILURE_LINES)
+
+    @override
+    def apply_catalog(self, catalog: Catalog) -> None:
+        """Refuse replication edits this stream cannot honour, instead of mislabelling STATE.
+
+        Raises:
+            SettingsError: the selected stream's entry changes its replication key or method,
+                or names key properties its records lack.
+        """
+        own = self._replication_choice()
+        super().apply_catalog(catalog)
+        if catalog.get_stream(self.name) is None or not self.selected:
+            return
+        problem = catalog_choice_problem(
+            self.name, own, self._replication_choice(), self.schema["properties"]
+        )
+        if problem:
+            raise SettingsError(problem)
+
+    def _replication_choice(self) -> ReplicationChoice:
+        return ReplicationChoice(
+            self.replication_key, self.replication_method, tuple(self.primary_keys or ())
+        )
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:

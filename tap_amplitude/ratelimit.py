@@ -229,6 +229,10 @@ class _Budget:
         self.limiter = Limiter(self.bucket)
         self.windows = windows
         self.ceiling = min(rate.limit for rate in rates)
+        self.ceiling_window = windows.get(
+            min(rates, key=lambda rate: rate.limit).interval, "window"
+        )
+        self.oversize_named = False  # the first request dearer than a window is named once
 
     def acquire(self, amount: int, *, log: Callable[[str, float, str, int], None]) -> None:
         """Take ``amount`` units, blocking (after one log line) until the budget has them.
@@ -331,7 +335,20 @@ class ProjectLimiter:
 
         charge = prepared_charge(prepared)
         if charge is not None:
-            self.budgets[charge.budget].acquire(charge.amount, log=log_wait)
+            budget = self.budgets[charge.budget]
+            if charge.amount > budget.ceiling and not budget.oversize_named:
+                budget.oversize_named = True
+                logger.warning(
+                    "%s: a request costs %d, more than the whole %s budget (%d per %s, from "
+                    "rate_limits); each such request is sent alone once the window is empty. "
+                    "Raise the budget in rate_limits, or ask for fewer days at a time.",
+                    stream,
+                    charge.amount,
+                    charge.budget,
+                    budget.ceiling,
+                    budget.ceiling_window,
+                )
+            budget.acquire(charge.amount, log=log_wait)
         if charge is not None and charge.budget == TAXONOMY_BUDGET:
             with self._taxonomy_slot(), self._rest_slot(prepared, stream=stream, logger=logger):
                 yield

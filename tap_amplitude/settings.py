@@ -133,6 +133,68 @@ def catalog_problem(catalog: Mapping[str, t.Any]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class ReplicationChoice:
+    """How a stream is read: its replication key, method and key properties."""
+
+    replication_key: str | None
+    replication_method: str
+    key_properties: tuple[str, ...]
+
+
+def catalog_choice_problem(
+    stream: str, own: ReplicationChoice, chosen: ReplicationChoice, properties: t.Iterable[str]
+) -> str | None:
+    """A catalog's replication edit the stream cannot honour, if any.
+
+    Each stream resumes on one fixed key (the Export API windows by upload time), so a
+    different key or method would label STATE with something it does not hold, and a key
+    property outside the schema would leave every row without its key.
+    """
+    shown = _shown_names
+    fix = "remove the change, or write the catalog again with --discover"
+    if chosen.replication_key != own.replication_key:
+        resumes = (
+            f"can only resume on '{own.replication_key}'"
+            if own.replication_key
+            else "has none: it is read in full on every run"
+        )
+        return (
+            f"The catalog gives stream '{shown([stream])}' the replication-key "
+            f"'{shown([chosen.replication_key or ''])}', but the stream {resumes}; {fix}."
+        )
+    if chosen.replication_method != own.replication_method:
+        if own.replication_method == "INCREMENTAL":
+            instead = (
+                f"is always read incrementally on '{own.replication_key}'. To read it again "
+                "from start_date, run without its bookmark (meltano run --full-refresh, or "
+                "drop it from the state file)"
+            )
+        else:
+            instead = "has no replication key: it is read in full on every run"
+        return (
+            f"The catalog sets replication-method '{shown([chosen.replication_method])}' for "
+            f"stream '{shown([stream])}', which {instead}; remove replication-method from "
+            "the catalog."
+        )
+    missing = [key for key in chosen.key_properties if key not in set(properties)]
+    if missing:
+        return (
+            f"The catalog gives stream '{shown([stream])}' key properties its records do not "
+            f"have ({shown(missing)}); list properties of its schema, or {fix}."
+        )
+    return None
+
+
+_NAMES_SHOWN = 5
+
+
+def _shown_names(names: t.Iterable[object]) -> str:
+    """Names from a catalog for a message: each cut short, and only the first few."""
+    shown = [str(name)[:60] for name in names]
+    return ", ".join(shown[:_NAMES_SHOWN]) + (", …" if len(shown) > _NAMES_SHOWN else "")
+
+
 def bookmark_problems(state: Mapping[str, t.Any], replication_keys: Mapping[str, str]) -> list[str]:
     """Bookmarks a stream could not resume from: values that are not an ISO 8601 date-time.
 

@@ -723,6 +723,82 @@ def test_a_catalog_without_the_replication_key_is_one_line(
     _assert_one_line(result.stderr, "catalog does not fit", "server_upload_time", "--discover")
 
 
+def _edit_entry(stream: str, **changes: Any) -> Callable[[dict[str, Any]], None]:
+    """Set Singer fields (replication_key, replication_method, key_properties) on one entry."""
+    metadata_keys = {
+        "replication_key": "replication-key",
+        "replication_method": "forced-replication-method",
+        "key_properties": "table-key-properties",
+    }
+
+    def change(catalog: dict[str, Any]) -> None:
+        [entry] = [e for e in catalog["streams"] if e["tap_stream_id"] == stream]
+        entry.update(changes)
+        [root] = [m for m in entry["metadata"] if m["breadcrumb"] == []]
+        root["metadata"].update({metadata_keys[key]: value for key, value in changes.items()})
+
+    return change
+
+
+def _select_too(stream: str) -> Callable[[dict[str, Any]], None]:
+    def change(catalog: dict[str, Any]) -> None:
+        [entry] = [e for e in catalog["streams"] if e["tap_stream_id"] == stream]
+        [root] = [m for m in entry["metadata"] if m["breadcrumb"] == []]
+        root["metadata"]["selected"] = True
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("stream", "changes", "named"),
+    [
+        ("export_events", {"replication_key": "event_time"}, "can only resume on"),
+        ("export_events", {"replication_method": "FULL_TABLE"}, "--full-refresh"),
+        ("export_events", {"replication_method": "LOG_BASED"}, "remove replication-method"),
+        ("export_events", {"key_properties": ["uuid", "no_such"]}, "(no_such)"),
+        ("event_types", {"replication_method": "INCREMENTAL"}, "has no replication key"),
+        ("event_types", {"replication_key": "value"}, "it is read in full"),
+    ],
+)
+def test_a_replication_edit_the_stream_cannot_honour_is_refused(
+    sim: AmplitudeSimulator, tmp_path: Path, stream: str, changes: dict[str, Any], named: str
+) -> None:
+    """A changed key or method used to run anyway, labelling STATE with what it does not hold."""
+
+    def change(catalog: dict[str, Any]) -> None:
+        _select_too(stream)(catalog)
+        _edit_entry(stream, **changes)(catalog)
+
+    config = _write(tmp_path / "config.json", simulator_config(sim))
+    catalog = _write(tmp_path / "catalog.json", _catalog_with(change))
+    result = _cli(["--config", str(config), "--catalog", str(catalog)])
+    assert result.returncode == 1
+    _assert_one_line(result.stderr, "The catalog", f"stream '{stream}'", named)
+    assert sim.requests == []
+
+
+def test_replication_edits_that_change_nothing_read_are_accepted(
+    sim: AmplitudeSimulator, tmp_path: Path
+) -> None:
+    """Other key properties of the schema, the stream's own method, edits to unselected streams."""
+
+    def change(catalog: dict[str, Any]) -> None:
+        keyed_by_insert_id = _edit_entry(
+            "export_events", replication_method="INCREMENTAL", key_properties=["$insert_id"]
+        )
+        keyed_by_insert_id(catalog)
+        _edit_entry("event_types", replication_method="INCREMENTAL")(catalog)  # not selected
+
+    config = _write(tmp_path / "config.json", simulator_config(sim))
+    catalog = _write(tmp_path / "catalog.json", _catalog_with(change))
+    result = _cli(["--config", str(config), "--catalog", str(catalog)])
+    assert result.returncode == 0, result.stderr
+    schemas = [json.loads(line) for line in result.stdout.splitlines() if '"SCHEMA"' in line]
+    assert [m["key_properties"] for m in schemas if m["stream"] == "export_events"] == [
+        ["$insert_id"]
+    ]
+
+
 def test_a_selected_stream_the_tap_lacks_is_named(sim: AmplitudeSimulator, tmp_path: Path) -> None:
     config = _write(tmp_path / "config.json", simulator_config(sim))
     catalog = _write(tmp_path / "catalog.json", _catalog_with(_select_unknown_stream))

@@ -130,14 +130,23 @@ def test_cost_budget_blocks_until_the_window_frees_and_says_why(
     assert "Dashboard cost budget (10 per 0.5 s; this request costs 4)" in message
 
 
-def test_a_request_dearer_than_a_window_waits_for_an_empty_window() -> None:
+def test_a_request_dearer_than_a_window_waits_for_an_empty_window(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     limiter = ProjectLimiter(_fast_limits(), BASE)
     dear = _prepared("/api/2/users", start="20240101", end="20240131")  # 31 > 10
+    caplog.set_level(logging.INFO, logger=LOGGER.name)
     started = time.monotonic()
     for _ in range(2):
         with limiter.admitted(dear, stream="active_users", logger=LOGGER):
             pass
     assert 0.9 <= time.monotonic() - started < 5
+    # Named once, as a warning: the budget the user set is exceeded by each such request.
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "active_users: a request costs 31, more than the whole Dashboard cost budget" in (
+        warning.getMessage()
+    )
+    assert "(10 per 0.5 s, from rate_limits)" in warning.getMessage()
 
 
 def test_user_lookups_are_limited_per_hour_window(caplog: pytest.LogCaptureFixture) -> None:
