@@ -12,6 +12,7 @@ stdout only at the last flush, which used to fail after the command had "succeed
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import typing as t
@@ -43,13 +44,21 @@ def tap() -> None:
 
 
 def privacy() -> None:
-    """``amplitude-privacy``."""
+    """``amplitude-privacy``: every command answers on stdout, so a closed one stops it first.
+
+    Refused before any request, a deletion is never sent with its answer bound to be lost
+    (and click would drop ``--help`` into a closed stdout without a word).
+    """
     BOUNDARY.install()
     _check_logging("amplitude-privacy")
     try:
-        from tap_amplitude.privacy.cli import main  # noqa: PLC0415 - after the handlers
+        from tap_amplitude.privacy.base import RunState  # noqa: PLC0415 - after the handlers
+        from tap_amplitude.privacy.cli import main  # noqa: PLC0415
     except Interrupted as stop:
         _stopped_while_starting("amplitude-privacy", stop)
+    if sys.stdout is None:
+        sys.stderr.write(RunState().output_lost(os.strerror(errno.EBADF)) + "\n")
+        sys.exit(1)
     _run("amplitude-privacy", main)
 
 

@@ -79,8 +79,13 @@ def one_line(outcome: Outcome) -> str:
 
 @pytest.mark.parametrize(
     ("args", "stdout"),
-    [(["lookup"], "closed"), (["lookup"], "full"), (["lookup", "--help"], "full")],
-    ids=["closed", "full", "help"],
+    [
+        (["lookup"], "closed"),
+        (["lookup"], "full"),
+        (["lookup", "--help"], "full"),
+        (["lookup", "--help"], "closed"),
+    ],
+    ids=["closed", "full", "help", "help-closed"],
 )
 def test_output_that_cannot_be_written_is_one_line_and_exit_1(
     sim: AmplitudeSimulator, tmp_path: Path, args: list[str], stdout: str
@@ -95,6 +100,22 @@ def test_output_that_cannot_be_written_is_one_line_and_exit_1(
     reason = "Bad file descriptor" if stdout == "closed" else "No space left on device"
     assert line.startswith(f"amplitude-privacy: error: {STDOUT_LOST} ({reason})")
     assert line.endswith("nothing was changed in Amplitude. Run the same command again.")
+
+
+def test_a_closed_output_stops_a_deletion_before_it_is_sent(
+    sim: AmplitudeSimulator, tmp_path: Path
+) -> None:
+    """Its answer (what Amplitude accepted) could not be shown, so nothing is sent."""
+    config = write_config(sim, tmp_path)
+    user = sim.dataset.user_list()[0].user_id
+    args = ["delete", "--yes", "--config", config, "--requester", REQUESTER, "--user-id", user]
+
+    result = script(args, tmp_path, stdout="closed")
+
+    assert result.code == 1
+    line = one_line(result)
+    assert line.endswith("nothing was changed in Amplitude. Run the same command again.")
+    assert sim.requests == []
 
 
 @contextlib.contextmanager
