@@ -237,6 +237,9 @@ class AmplitudeStream(RESTStream[t.Any]):
             row["app"] = self.config["project_id"]
         return row
 
+    #: Reads ``storage_export_url`` when it is set, and then needs no project keys.
+    reads_storage_export: t.ClassVar[bool] = False
+
     #: One response holds everything a request asks for: no paging to follow.
     single_response: t.ClassVar[bool] = False
 

@@ -151,7 +151,7 @@ def catalog_choice_problem(
     different key or method would label STATE with something it does not hold, and a key
     property outside the schema would leave every row without its key.
     """
-    shown = _shown_names
+    shown = shown_names
     fix = "remove the change, or write the catalog again with --discover"
     if chosen.replication_key != own.replication_key:
         resumes = (
@@ -189,7 +189,7 @@ def catalog_choice_problem(
 _NAMES_SHOWN = 5
 
 
-def _shown_names(names: t.Iterable[object]) -> str:
+def shown_names(names: t.Iterable[object]) -> str:
     """Names from a catalog for a message: each cut short, and only the first few."""
     shown = [str(name)[:60] for name in names]
     return ", ".join(shown[:_NAMES_SHOWN]) + (", …" if len(shown) > _NAMES_SHOWN else "")
@@ -501,14 +501,16 @@ def secret_problems(
     schema: Mapping[str, t.Any],
     origins: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """Blank required strings, and secrets an HTTP header cannot carry unchanged."""
+    """Blank required strings or secrets, and secrets an HTTP header cannot carry unchanged."""
     problems: list[str] = []
     origins = origins or {}
 
     def name(key: str) -> str:
         return f"{key} (environment variable {origins[key]})" if key in origins else key
 
-    for key in schema.get("required", []):
+    properties = schema.get("properties", {})
+    secrets = [key for key, subschema in properties.items() if subschema.get("secret")]
+    for key in dict.fromkeys([*schema.get("required", []), *secrets]):
         value = config.get(key)
         if isinstance(value, str) and not value.strip():
             problems.append(f"{name(key)}: is empty")
@@ -571,6 +573,17 @@ def config_problems(config: Mapping[str, t.Any]) -> list[str]:
     if "start_date" in dates and "end_date" in dates and dates["end_date"] <= dates["start_date"]:
         problems.append("end_date: must be after start_date")
     problems += _value_problems(config)
+    problems += [
+        f"{key}: expected a string, got null"
+        for key in ("api_key", "secret_key")
+        if key in config and config[key] is None
+    ]
+    missing_keys = [key for key in ("api_key", "secret_key") if key not in config]
+    if missing_keys and not config.get("storage_export_url"):
+        problems.append(
+            ", ".join(missing_keys) + ": required setting is missing (only reading "
+            "storage_export_url needs no keys)"
+        )
     if config.get("storage_export_url"):
         from tap_amplitude.storage.source import scheme_problem  # noqa: PLC0415 - no cycle
 

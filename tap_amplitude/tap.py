@@ -28,6 +28,7 @@ from tap_amplitude.client import (
     DEFAULT_PROFILE_API_URL,
     REGION_HOSTS,
     AmplitudeError,
+    AmplitudeStream,
     request_failure,
 )
 from tap_amplitude.interrupt import (
@@ -56,6 +57,7 @@ from tap_amplitude.settings import (
     read_json_file,
     schema_problems,
     secret_problems,
+    shown_names,
     state_problem,
     temp_dir_problem,
 )
@@ -84,18 +86,21 @@ class TapAmplitude(HookedTap):
         th.Property(
             "api_key",
             th.StringType(nullable=False),
-            required=True,
             secret=True,
             title="API key",
-            description="Project API key (Amplitude: Settings > Projects > General).",
+            description=(
+                "Project API key (Amplitude: Settings > Projects > General). Required, except "
+                "when only export_events and merged_ids are read from storage_export_url."
+            ),
         ),
         th.Property(
             "secret_key",
             th.StringType(nullable=False),
-            required=True,
             secret=True,
             title="Secret key",
-            description="Project secret key, paired with the API key for Basic auth.",
+            description=(
+                "Project secret key, paired with the API key for Basic auth; required with it."
+            ),
         ),
         th.Property(
             "org_api_key",
@@ -472,6 +477,32 @@ class TapAmplitude(HookedTap):
                     entry.tap_stream_id[:60],
                 )
 
+    def check_keys(self) -> None:
+        """Fail before any request if a selected stream needs the project keys and has none.
+
+        Without ``storage_export_url`` the config check already asked for them; with it, only
+        the streams that read the bucket can do without.
+
+        Raises:
+            SettingsError: naming the selected streams that call Amplitude's APIs.
+        """
+        if self.config.get("api_key") and self.config.get("secret_key"):
+            return
+        calling = [
+            name
+            for name, stream in self.streams.items()
+            if stream.selected
+            and not (isinstance(stream, AmplitudeStream) and stream.reads_storage_export)
+        ]
+        if calling:
+            msg = (
+                "Invalid configuration: api_key, secret_key: required setting is missing for "
+                f"the selected streams {shown_names(calling)}"
+                " (storage_export_url serves only export_events and merged_ids); set the keys, "
+                "or select only those two streams."
+            )
+            raise SettingsError(msg)
+
     def check_batch_config(self) -> None:
         """Fail before any request if BATCH files could not be written where configured.
 
@@ -592,6 +623,7 @@ class TapAmplitude(HookedTap):
                 tap.warn_unknown_streams(catalog)
             tap.check_temp_dir()
             tap.check_batch_config()
+            tap.check_keys()
             tap.sync_all()
 
 

@@ -108,7 +108,8 @@ def test_a_closed_output_stops_a_deletion_before_it_is_sent(
     """Its answer (what Amplitude accepted) could not be shown, so nothing is sent."""
     config = write_config(sim, tmp_path)
     user = sim.dataset.user_list()[0].user_id
-    args = ["delete", "--yes", "--config", config, "--requester", REQUESTER, "--user-id", user]
+    args: list[str | bytes | Path] = ["delete", "--yes", "--config", config]
+    args += ["--requester", REQUESTER, "--user-id", user]
 
     result = script(args, tmp_path, stdout="closed")
 

@@ -31,9 +31,8 @@ MERGED = "merged_ids"
 
 
 def bucket_config(url: str, **overrides: Any) -> dict[str, Any]:
+    """Reading the bucket needs no project keys: none are given."""
     config: dict[str, Any] = {
-        "api_key": "unused-by-the-bucket",
-        "secret_key": "unused-by-the-bucket",
         "start_date": DATASET.start.isoformat(),
         "end_date": DATASET.end.isoformat(),
         "storage_export_url": url,
@@ -228,7 +227,7 @@ def test_project_id_picks_the_app_folder_and_merged_ids_are_read(
 
 
 def test_merged_ids_without_a_bucket_emit_nothing_and_say_why() -> None:
-    config = bucket_config("file:///nowhere")
+    config = bucket_config("file:///nowhere", api_key="key", secret_key="secret")
     del config["storage_export_url"]
     run = read(config, streams=(MERGED,))
     assert run.records(MERGED) == []
@@ -236,6 +235,25 @@ def test_merged_ids_without_a_bucket_emit_nothing_and_say_why() -> None:
     (line,) = [line for line in run.stderr.splitlines() if "merged_ids: emits nothing" in line]
     assert "INFO" in line
     assert "storage_export_url" in line
+
+
+def test_streams_calling_amplitude_still_need_the_keys(
+    exported: BucketExport, tmp_path: Path
+) -> None:
+    """Only the bucket's streams do without keys; the others are named before any read."""
+    run = run_tap(bucket_config(url_of(tmp_path)), streams=[EVENTS, "event_types"], timeout=60)
+    assert run.returncode == 1
+    (line,) = [line for line in run.stderr.splitlines() if "ERROR" in line]
+    assert "api_key, secret_key: required setting is missing for the selected streams" in line
+    assert "event_types" in line
+    assert "export_events" not in line.split("storage_export_url")[0]
+    assert run.messages == []
+
+    without_bucket = bucket_config(url_of(tmp_path))
+    del without_bucket["storage_export_url"]
+    run = run_tap(without_bucket, streams=[EVENTS], timeout=60)
+    assert run.returncode == 1
+    assert "api_key, secret_key: required setting is missing (only reading" in run.stderr
 
 
 @pytest.mark.parametrize(

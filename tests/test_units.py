@@ -113,14 +113,39 @@ def test_error_summary_reads_amplitude_envelope() -> None:
     ],
 )
 def test_config_problems_name_the_setting(config: dict[str, str], problem: str) -> None:
-    problems = config_problems(config)
+    problems = config_problems({**KEYS, **config})
     assert len(problems) == 1
     assert problems[0].startswith(problem)
 
 
+KEYS = {"api_key": "key", "secret_key": "secret"}
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        ({}, "api_key, secret_key: required setting is missing (only reading storage_export_url"),
+        ({"api_key": "key"}, "secret_key: required setting is missing"),
+        ({**KEYS, "api_key": None}, "api_key: expected a string, got null"),
+        ({"storage_export_url": "file:///exports"}, None),  # the bucket's streams need no keys
+    ],
+)
+def test_the_keys_are_required_unless_the_bucket_is_read(
+    config: dict[str, str], problem: str | None
+) -> None:
+    problems = config_problems({"start_date": "2024-03-01T00:00:00Z", **config})
+    if problem is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1
+        assert problems[0].startswith(problem)
+
+
 def test_config_without_problems() -> None:
     assert (
-        config_problems({"start_date": "2024-03-01T00:00:00Z", "api_url": "http://127.0.0.1:1"})
+        config_problems(
+            {**KEYS, "start_date": "2024-03-01T00:00:00Z", "api_url": "http://127.0.0.1:1"}
+        )
         == []
     )
     assert parse_datetime("2024-03-01").tzinfo == timezone.utc

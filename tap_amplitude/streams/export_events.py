@@ -49,6 +49,7 @@ class ExportEventsStream(BulkRecordStream, AmplitudeStream):
     is_sorted = True
     check_sorted = False  # sorted by hour, not within the hour; resume floors to the hour
     schema = EVENT_PROPERTIES.to_dict()
+    reads_storage_export = True
 
     def export_run(self, context: Context | None) -> ExportRun | StorageRun:
         """Windows from the later of bookmark and ``start_date`` to the newest exportable hour.
