@@ -105,7 +105,7 @@ def test_dsar_validation_failure_keys_and_cost_budget(sim: AmplitudeSimulator) -
     assert int(limited.headers["Retry-After"]) >= 1
 
 
-@pytest.mark.parametrize("variant", ["form", "json", "query", "wrapped"])
+@pytest.mark.parametrize("variant", ["form", "json", "query", "repeated-query", "wrapped"])
 def test_usermap_lookup_variants(sim: AmplitudeSimulator, variant: str) -> None:
     users = sim.dataset.user_list()
     asked = [users[0].user_id, users[3].user_id, "nobody"]
@@ -117,6 +117,8 @@ def test_usermap_lookup_variants(sim: AmplitudeSimulator, variant: str) -> None:
         response = requests.get(
             url, params={"user_ids": ",".join(asked)}, auth=auth(sim), timeout=10
         )
+    elif variant == "repeated-query":  # user_ids=a&user_ids=b&…, every one counts (§15.5)
+        response = requests.get(url, params={"user_ids": asked}, auth=auth(sim), timeout=10)
     else:
         response = requests.get(url, data={"user_ids": asked}, auth=auth(sim), timeout=10)
     assert response.status_code == 200
@@ -128,7 +130,10 @@ def test_usermap_lookup_variants(sim: AmplitudeSimulator, variant: str) -> None:
     ]
     assert answer[users[3].user_id]["mapped_to"][0]["user_id"] == users[0].user_id
     assert answer["nobody"] == {}
+    assert set(answer) == set(asked)
     assert requests.get(url, auth=auth(sim), timeout=10).status_code == 400
+    too_many = {"user_ids": [f"u{n}" for n in range(101)]}
+    assert requests.get(url, params=too_many, auth=auth(sim), timeout=10).status_code == 400
 
 
 def test_removal_from_a_staging_job_only_and_lookups_empty_once_done(

@@ -3,8 +3,8 @@
 Modelling choices where the docs are silent or disagree:
 
 * ``user_ids`` is read from a form body (repeated ``user_ids=``, as the doc's example sends
-  it on a GET), from the query string, or from a JSON body (``{"user_ids": [...]}`` or a
-  bare list); 1 to 100 ids, else 400.
+  it on a GET), from the query string (repeated too, §15.5, or comma-separated), or from a
+  JSON body (``{"user_ids": [...]}`` or a bare list); 1 to 100 ids, else 400.
 * The answer is the doc's example shape: an object keyed by each requested user id, with
   ``mapped_from`` (users mapped into it) and ``mapped_to`` (the user it is mapped into),
   lists of ``{"amplitude_id", "user_id"}``. ``sim.usermap.wrap_in_mappings`` wraps it in
@@ -86,12 +86,12 @@ def _user_ids(request: SimRequest) -> list[str]:
     elif body:
         found += parse_qs(body.decode("utf-8", "replace")).get("user_ids", [])
     if not found:
-        raw = request.params.get("user_ids", "")
-        if raw.startswith("["):
-            try:
-                found = [str(value) for value in json.loads(raw)]
-            except ValueError:
-                found = []
-        else:
-            found = [value for value in raw.split(",") if value]
+        for raw in parse_qs(request.query).get("user_ids", []):  # repeated, like the form
+            if raw.startswith("["):
+                try:
+                    found += [str(value) for value in json.loads(raw)]
+                except ValueError:
+                    continue
+            else:
+                found += [value for value in raw.split(",") if value]
     return found
