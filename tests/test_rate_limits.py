@@ -283,6 +283,36 @@ def test_simulator_refuses_a_sixth_concurrent_request(simulator: AmplitudeSimula
     assert simulator.limits.in_flight() == 0
 
 
+def test_simulator_user_lookups_have_their_own_pool_of_ten(simulator: AmplitudeSimulator) -> None:
+    """Amplitude: User Search and User Activity allow 10 concurrent (reference §3.1, §9)."""
+    user = simulator.dataset.user_list()[0]
+    simulator.add_fault("/api/2/usersearch", Fault.delay(1.0), times=10)
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        status = _get(simulator, "/api/2/usersearch", user=user.user_id).status_code
+        with lock:
+            statuses.append(status)
+
+    slow = [threading.Thread(target=call) for _ in range(10)]
+    for thread in slow:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while simulator.limits.lookups_in_flight() < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    eleventh = _get(simulator, "/api/2/useractivity", user=str(user.amplitude_id))
+    other = _get(simulator, "/api/2/annotations")  # the REST pool of 5 is untouched
+    for thread in slow:
+        thread.join()
+    assert sorted(statuses) == [200] * 10
+    assert eleventh.status_code == 429
+    assert eleventh.json()["error"]["message"] == "Too many concurrent requests"
+    assert other.status_code == 200
+    assert simulator.limits.lookups_in_flight() == 0
+    assert simulator.limits.in_flight() == 0
+
+
 # --------------------------------------------------------------------------------------
 # whole runs
 

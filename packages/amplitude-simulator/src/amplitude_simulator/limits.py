@@ -2,7 +2,9 @@
 
 docs/amplitude-api.md §3.1: at most 5 concurrent requests across the REST API; Dashboard queries
 cost ``days × conditions`` (each group-by counts as 4) with at most 1,000 per 5 minutes and
-108,000 per hour; User Search and User Activity share 360 requests per hour. Windows slide.
+108,000 per hour; User Search and User Activity have their own limits, 10 concurrent and 360
+requests per hour (§3.1, §9: "a per-project semaphore of 5 (10 for useractivity/usersearch)").
+Windows slide.
 Refused requests spend nothing. The 429 body uses the Dashboard error envelope and carries
 ``Retry-After`` (seconds until the request would fit); Amplitude documents neither, both are
 the simulator's choice. Tests shrink the numbers (e.g. ``Window(20, 2.0)``) to stay fast.
@@ -97,12 +99,15 @@ class RateLimits:
     """
 
     concurrent: int = 5
+    #: Concurrent User Search and User Activity requests (their own pool, not ``concurrent``).
+    user_lookups_concurrent: int = 10
     cost: tuple[Window, ...] = (Window(1000, 300.0), Window(108_000, 3600.0))
     user_lookups: tuple[Window, ...] = (Window(360, 3600.0),)
     #: Dashboard cost of one saved-chart query (undocumented; docs/amplitude-api.md §13.4).
     chart_cost: int = 1
     enabled: bool = True
     _in_flight: int = 0
+    _lookups_in_flight: int = 0
     _spending: dict[str, _Spending] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -119,23 +124,39 @@ class RateLimits:
         finally:
             if refusal is None and concurrent:
                 with self._lock:
-                    self._in_flight -= 1
+                    if request.path in USER_LOOKUP_PATHS:
+                        self._lookups_in_flight -= 1
+                    else:
+                        self._in_flight -= 1
 
     def in_flight(self) -> int:
-        """Requests being answered right now."""
+        """Requests being answered right now (user lookups not counted: their own pool)."""
         with self._lock:
             return self._in_flight
 
+    def lookups_in_flight(self) -> int:
+        """User Search and User Activity requests being answered right now."""
+        with self._lock:
+            return self._lookups_in_flight
+
     def _admit(self, request: SimRequest, *, concurrent: bool) -> SimResponse | None:
+        lookup = request.path in USER_LOOKUP_PATHS
         if not self.enabled:
             if concurrent:
                 with self._lock:
-                    self._in_flight += 1
+                    self._count(lookup=lookup)
             return None
         budget, windows, units = self._charge(request)
         now = time.monotonic()
         with self._lock:
-            if concurrent and self._in_flight >= self.concurrent:
+            if concurrent and lookup and self._lookups_in_flight >= self.user_lookups_concurrent:
+                return _too_many(
+                    "Too many concurrent requests",
+                    f"At most {self.user_lookups_concurrent} concurrent User Search and User "
+                    "Activity requests are allowed per project.",
+                    1.0,
+                )
+            if concurrent and not lookup and self._in_flight >= self.concurrent:
                 return _too_many(
                     "Too many concurrent requests",
                     f"At most {self.concurrent} concurrent requests are allowed per project "
@@ -156,8 +177,15 @@ class RateLimits:
                     )
                 spending.spent.append((now, units))
             if concurrent:
-                self._in_flight += 1
+                self._count(lookup=lookup)
         return None
+
+    def _count(self, *, lookup: bool) -> None:
+        """One more request in flight in its pool (the caller holds the lock)."""
+        if lookup:
+            self._lookups_in_flight += 1
+        else:
+            self._in_flight += 1
 
     def _charge(self, request: SimRequest) -> tuple[str, tuple[Window, ...], int]:
         """Budget name, its windows and the units ``request`` costs ("" when unmetered)."""
