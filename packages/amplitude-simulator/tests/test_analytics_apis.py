@@ -191,6 +191,14 @@ def test_annotations_v3_filters_crud_and_the_v2_view(sim: AmplitudeSimulator) ->
     new_id = created.json()["data"]["id"]
     assert created.json()["data"]["category"] is None
     assert send(sim, "POST", "/api/3/annotations", {"label": "x"}).status_code == 400
+    # A start or end that is not ISO 8601 is an invalid field (400), and is not stored.
+    for bad in ({"label": "x", "start": "yesterday"}, {"label": "x", "start": start, "end": 5}):
+        refused = send(sim, "POST", "/api/3/annotations", bad)
+        assert refused.status_code == 400
+        assert refused.json()["error"]["message"] == "Invalid field"
+    assert send(sim, "PUT", f"/api/3/annotations/{new_id}", {"end": "soon"}).status_code == 400
+    assert send(sim, "PUT", f"/api/3/annotations/{new_id}", {"start": None}).status_code == 400
+    assert get(sim, "/api/3/annotations", params={"start": start}).status_code == 200
     moved = send(sim, "PUT", f"/api/3/annotations/{new_id}", {"category": "Alerts"})
     assert moved.json()["data"]["category"]["name"] == "Alerts"
     v2 = get(sim, "/api/2/annotations", params={"id": str(new_id)}).json()["data"]

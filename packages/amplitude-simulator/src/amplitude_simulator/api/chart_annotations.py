@@ -193,6 +193,9 @@ def create_annotation(sim: Context, request: SimRequest) -> SimResponse:
         return SimResponse.error(
             HTTPStatus.BAD_REQUEST, "Invalid field", details="label and start are required"
         )
+    invalid = _invalid_times(body)
+    if invalid is not None:
+        return invalid
     settings = sim.annotations
     with settings.lock:
         names = _categories(sim)
@@ -223,6 +226,9 @@ def update_annotation(sim: Context, request: SimRequest) -> SimResponse:
     body = _body(request)
     if not isinstance(body, dict):
         return SimResponse.error(HTTPStatus.BAD_REQUEST, "Invalid field")
+    invalid = _invalid_times(body)
+    if invalid is not None:
+        return invalid
     settings = sim.annotations
     with settings.lock:
         item = _find(sim, request.path_params["annotation_id"])
@@ -436,6 +442,23 @@ def _body(request: SimRequest) -> Any:
         return request.json()
     except ValueError:
         return None
+
+
+def _invalid_times(body: dict[str, Any]) -> SimResponse | None:
+    """400 ``Invalid field`` if a given ``start``/``end`` is not ISO 8601 (``end`` may be null)."""
+    for key in ("start", "end"):
+        value = body.get(key)
+        if key not in body or (key == "end" and value is None):
+            continue
+        try:
+            valid = isinstance(value, str) and bool(_parse(value))
+        except ValueError:
+            valid = False
+        if not valid:
+            return SimResponse.error(
+                HTTPStatus.BAD_REQUEST, "Invalid field", details=f"{key} must be ISO 8601"
+            )
+    return None
 
 
 def _moment(value: str | None) -> datetime | None:
