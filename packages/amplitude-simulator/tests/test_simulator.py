@@ -776,6 +776,28 @@ def test_charts_never_count_future_events(all_events: list[dict[str, Any]]) -> N
     assert sessions["series"] == [pytest.approx(expected)]
 
 
+def test_users_chart_answers_new_users_per_creation_day() -> None:
+    """``m=new`` is a documented metric of /api/2/users (reference §3.3): 200, not 400."""
+    created = {  # every user's creation day, as its rows carry it
+        e["amplitude_id"]: e["user_creation_time"][:10]
+        for e in DATASET.expected_events(DATASET.start, DATASET.end)
+    }
+    first, last = (START - timedelta(days=401)).date(), START.date()
+    with AmplitudeSimulator(DATASET) as sim:
+        new = _chart(sim, "/api/2/users", m="new", start=f"{first:%Y%m%d}", end=f"{last:%Y%m%d}")
+        refused = requests.get(
+            f"{sim.url}/api/2/users",
+            params={"m": "bogus", "start": "20240301", "end": "20240301"},
+            auth=AUTH,
+            timeout=10,
+        )
+    counts = dict(zip(new["xValues"], new["series"][0], strict=True))
+    for day, users in Counter(created.values()).items():
+        assert counts[day] >= users
+    assert sum(counts.values()) == len(DATASET.user_list())  # each user is new once
+    assert refused.status_code == 400
+
+
 def test_user_lookups_never_show_future_events() -> None:
     users = DATASET.user_list()
     with AmplitudeSimulator(DATASET, now=PRESENT) as present:

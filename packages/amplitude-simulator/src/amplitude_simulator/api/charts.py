@@ -179,15 +179,20 @@ def _rejected(exc: _RejectedError) -> SimResponse:
 
 
 def handle_active_users(sim: Context, request: SimRequest) -> SimResponse:
-    """``/api/2/users``: daily active users, project-wide or per country (``g=country``).
+    """``/api/2/users``: daily active (``m=active``) or new (``m=new``) users.
 
-    Only the daily active count (``m=active``, ``i=1``) is modelled.
+    Project-wide or per country (``g=country``). New users are counted on the project day of
+    their ``user_creation_time``. Only daily figures (``i=1``) are modelled: the shape of the
+    weekly and monthly answers (``i=7``/``i=30``) is Unverified, so they get 400.
     """
     try:
         days, group_by = _users_query(sim, request.params)
     except _RejectedError as exc:
         return _rejected(exc)
-    figures = daily_figures(sim.dataset, sim.analytics.timezone, figures_until(sim))
+    if request.params.get("m", "active") == "new":
+        figures = _new_user_figures(sim)
+    else:
+        figures = daily_figures(sim.dataset, sim.analytics.timezone, figures_until(sim))
     if not group_by:
         everyone = frozenset().union(*(figures.active.get(day, frozenset()) for day in days))
         counts = [len(figures.active.get(day, ())) for day in days]
@@ -208,12 +213,35 @@ def handle_active_users(sim: Context, request: SimRequest) -> SimResponse:
 def _users_query(sim: Context, params: dict[str, str]) -> tuple[list[date], str]:
     """The days and group-by (``""`` for none) of a users query Amplitude would answer."""
     days = _days(sim, params)
-    if params.get("m", "active") != "active" or params.get("i", "1") != "1":
-        raise _RejectedError("Unsupported query", "the simulator models only m=active&i=1")
+    if params.get("m", "active") not in {"active", "new"}:
+        raise _RejectedError("Invalid metric", "m must be active or new")
+    if params.get("i", "1") != "1":
+        raise _RejectedError("Unsupported query", "the simulator models only daily figures (i=1)")
     group_by = params.get("g", "")
     if group_by and (group_by != SUPPORTED_GROUP_BY or not sim.analytics.group_by_supported):
         raise _RejectedError("Invalid chart definition", f"Invalid user property {group_by}")
     return days, group_by
+
+
+def _new_user_figures(sim: Context) -> DailyFigures:
+    """Users by the project day they were created (``user_creation_time``), up to now."""
+    zone, now_ms = sim.analytics.timezone, epoch_ms(sim.current_time())
+    new: dict[date, set[int]] = defaultdict(set)
+    by_country: dict[date, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+    for profile in sim.dataset.profiles():
+        if profile.created_ms > now_ms:
+            continue
+        day = _day(profile.created_ms, zone)
+        new[day].add(profile.user.amplitude_id)
+        by_country[day][profile.place[0] or "(none)"].add(profile.user.amplitude_id)
+    return DailyFigures(
+        {day: frozenset(users) for day, users in new.items()},
+        {
+            day: {country: frozenset(users) for country, users in countries.items()}
+            for day, countries in by_country.items()
+        },
+        {},
+    )
 
 
 def _collapsed(value: float) -> dict[str, Any]:
