@@ -258,6 +258,31 @@ def test_simulator_limits_user_lookups(simulator: AmplitudeSimulator) -> None:
     assert _get(simulator, "/api/2/annotations").status_code == 200  # another budget
 
 
+def test_simulator_throttles_the_profile_api_with_its_documented_body(
+    simulator: AmplitudeSimulator,
+) -> None:
+    """Profile API: 600 requests per minute; beyond, its own error text (reference §7)."""
+    simulator.limits.profile = (Window(2, 60.0),)
+    user = simulator.dataset.user_list()[0]
+
+    def profile() -> requests.Response:
+        return requests.get(
+            f"{simulator.url}/v1/userprofile",
+            params={"user_id": user.user_id},
+            headers={"Authorization": f"Api-Key {simulator.project.secret_key}"},
+            timeout=10,
+        )
+
+    assert [profile().status_code for _ in range(2)] == [200, 200]
+    throttled = profile()
+    assert throttled.status_code == 429
+    assert throttled.json() == {
+        "error": "Number of requests per minute exceeds system limit. "
+        "Contact Support if you need this limit raised"
+    }
+    assert _get(simulator, "/api/2/annotations").status_code == 200  # another budget
+
+
 def test_simulator_refuses_a_sixth_concurrent_request(simulator: AmplitudeSimulator) -> None:
     simulator.add_fault("/api/2/annotations", Fault.delay(1.0), times=5)
     statuses: list[int] = []

@@ -4,10 +4,12 @@ docs/amplitude-api.md §3.1: at most 5 concurrent requests across the REST API; 
 cost ``days × conditions`` (each group-by counts as 4) with at most 1,000 per 5 minutes and
 108,000 per hour; User Search and User Activity have their own limits, 10 concurrent and 360
 requests per hour (§3.1, §9: "a per-project semaphore of 5 (10 for useractivity/usersearch)").
-Windows slide.
-Refused requests spend nothing. The 429 body uses the Dashboard error envelope and carries
-``Retry-After`` (seconds until the request would fit); Amplitude documents neither, both are
-the simulator's choice. Tests shrink the numbers (e.g. ``Window(20, 2.0)``) to stay fast.
+The User Profile API allows 600 requests per minute and answers its own documented
+``{"error": "Number of requests per minute exceeds system limit. …"}`` beyond that (§7; the
+status, 429, is undocumented). Windows slide. Refused requests spend nothing. The other 429s
+use the Dashboard error envelope; every 429 carries ``Retry-After`` (seconds until the request
+would fit). Amplitude documents neither; both are the simulator's choice. Tests shrink the
+numbers (e.g. ``Window(20, 2.0)``) to stay fast.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ COST_PATHS = frozenset(
 )
 CHART_PREFIX = "/api/3/chart/"  # saved-chart results: ``chart_cost`` each (§13.4)
 USER_LOOKUP_PATHS = frozenset({"/api/2/usersearch", "/api/2/useractivity"})
+PROFILE_PATH = "/v1/userprofile"
+#: The Profile API's throttling body (docs/amplitude-api.md §7; its status is undocumented).
+PROFILE_THROTTLED = (
+    "Number of requests per minute exceeds system limit. Contact Support if you need this "
+    "limit raised"
+)
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,8 @@ class RateLimits:
     user_lookups_concurrent: int = 10
     cost: tuple[Window, ...] = (Window(1000, 300.0), Window(108_000, 3600.0))
     user_lookups: tuple[Window, ...] = (Window(360, 3600.0),)
+    #: User Profile API requests (Amplitude: 600 per minute, per organisation).
+    profile: tuple[Window, ...] = (Window(600, 60.0),)
     #: Dashboard cost of one saved-chart query (undocumented; docs/amplitude-api.md §13.4).
     chart_cost: int = 1
     enabled: bool = True
@@ -168,6 +178,8 @@ class RateLimits:
                 if spending is None or spending.windows != windows:
                     spending = self._spending[budget] = _Spending(windows)
                 wait = spending.wait_for(units, now)
+                if wait > 0 and budget == "profile":
+                    return _profile_throttled(wait)
                 if wait > 0:
                     limits = ", ".join(f"{w.limit} per {w.seconds:g} s" for w in windows)
                     return _too_many(
@@ -191,11 +203,20 @@ class RateLimits:
         """Budget name, its windows and the units ``request`` costs ("" when unmetered)."""
         if request.path in USER_LOOKUP_PATHS:
             return "user search and activity", self.user_lookups, 1
+        if request.path == PROFILE_PATH:
+            return "profile", self.profile, 1
         if request.path in COST_PATHS:
             return "query cost", self.cost, query_cost(request.params)
         if request.path.startswith(CHART_PREFIX):
             return "query cost", self.cost, self.chart_cost
         return "", (), 0
+
+
+def _profile_throttled(retry_after: float) -> SimResponse:
+    """The Profile API's 429: ``{"error": ...}`` with its documented text."""
+    response = SimResponse.json(HTTPStatus.TOO_MANY_REQUESTS, {"error": PROFILE_THROTTLED})
+    response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return response
 
 
 def _too_many(message: str, details: str, retry_after: float) -> SimResponse:
