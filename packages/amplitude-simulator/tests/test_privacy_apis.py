@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import zipfile
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -174,6 +176,24 @@ def test_removal_from_a_staging_job_only_and_lookups_empty_once_done(
         timeout=10,
     )
     assert profile.json() == {"error": "User id and device id not seen before"}
+    # The job deleted the user's events (§17.3): the Export API no longer has them.
+    window = {
+        "start": f"{DATASET.start:%Y%m%dT%H}",
+        "end": f"{DATASET.end - timedelta(hours=1):%Y%m%dT%H}",
+    }
+    archive = requests.get(f"{sim.url}/api/2/export", params=window, auth=auth(sim), timeout=30)
+    assert archive.status_code == 200
+    members = zipfile.ZipFile(io.BytesIO(archive.content))
+    exported = [
+        json.loads(line)
+        for name in members.namelist()
+        for line in gzip.decompress(members.read(name)).splitlines()
+    ]
+    all_rows = DATASET.expected_events(DATASET.start, DATASET.end)
+    assert any(row["amplitude_id"] == user.amplitude_id for row in all_rows)
+    assert [r["uuid"] for r in exported] == [
+        r["uuid"] for r in all_rows if r["amplitude_id"] != user.amplitude_id
+    ]
     sim.now = None
     removed = requests.delete(f"{path}/{user.amplitude_id}/{day}", auth=auth(sim), timeout=10)
     assert removed.status_code == 200

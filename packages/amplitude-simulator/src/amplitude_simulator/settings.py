@@ -142,9 +142,9 @@ BACKUP_DAYS = 5  # then Amplitude waits for backups to clear before "done"
 class Job:
     """One project's deletion job for one day.
 
-    Once ``done``, its users are gone from user search, the Profile API and DSAR outputs
-    (``erases``); the jobs a fresh simulator is seeded with do not erase, so every test
-    dataset keeps all its users.
+    Once ``done``, its users are gone from user search, the Profile API, DSAR outputs and
+    the Export API's rows uploaded before ``day`` (``erases``); the jobs a fresh simulator is
+    seeded with do not erase, so every test dataset keeps all its users.
     """
 
     day: date
@@ -185,13 +185,18 @@ class DeletionSettings:
 
     def erased(self, today: date) -> set[int]:
         """Amplitude ids whose deletion job is ``done`` on ``today``: lookups find nothing."""
+        return set(self.erasures(today))
+
+    def erasures(self, today: date) -> dict[int, date]:
+        """Those ids and the day their job ran: their events uploaded before it are gone."""
         with self.lock:
-            return {
-                int(entry["amplitude_id"])
-                for job in self.jobs.values()
-                if job.erases and job.status(today) == "done"
-                for entry in job.entries
-            }
+            found: dict[int, date] = {}
+            for job in self.jobs.values():
+                if job.erases and job.status(today) == "done":
+                    for entry in job.entries:
+                        amplitude_id = int(entry["amplitude_id"])
+                        found[amplitude_id] = max(job.day, found.get(amplitude_id, job.day))
+            return found
 
 
 @dataclass

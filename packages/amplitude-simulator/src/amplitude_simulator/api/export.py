@@ -3,21 +3,24 @@
 Behaviour follows docs/amplitude-api.md §2: inclusive ``YYYYMMDDTHH`` bounds on upload time, 404
 ``Raw data files were not found.`` when nothing matches (never an empty zip), 400 when the
 export would exceed the size limit, 504 when it would take too long, and nothing newer than
-the export lag.
+the export lag. A user whose deletion job is done (§8, §17.3: the job "deletes all events ...
+up to the run time") has no rows uploaded before the job's day.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
+import json
 import tempfile
 import time
 import zipfile
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from http import HTTPStatus
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from amplitude_simulator.data.dataset import hour_members
+from amplitude_simulator.data.dataset import hour_lines, hour_members
 from amplitude_simulator.protocol import Route, SimResponse
 
 if TYPE_CHECKING:
@@ -98,17 +101,9 @@ def handle_export(simulator: Context, request: SimRequest) -> SimResponse:
         return SimResponse.text(HTTPStatus.GATEWAY_TIMEOUT, TIMEOUT_TEXT)
 
     dataset = simulator.dataset
-    cutoff = simulator.export_cutoff()
-    hours: list[datetime] = []
-    events = 0
-    hour = max(first, dataset.start)
-    stop = min(last + HOUR, dataset.end, cutoff)
-    while hour < stop:
-        count = dataset.event_count(hour)
-        if count:
-            hours.append(hour)
-            events += count
-        hour += HOUR
+    today = simulator.current_time().astimezone(timezone.utc).date()
+    erasures = simulator.deletions.erasures(today)
+    hours, events = _hours_with_data(dataset, first, last, simulator.export_cutoff(), erasures)
     if not hours:
         return SimResponse.text(HTTPStatus.NOT_FOUND, NOT_FOUND_TEXT)
     if settings.max_events is not None and events > settings.max_events:
@@ -121,7 +116,7 @@ def handle_export(simulator: Context, request: SimRequest) -> SimResponse:
     marker = settings.include_marker
     if events * _ESTIMATED_GZ_BYTES_PER_EVENT <= settings.spool_threshold_bytes:
         buffer = io.BytesIO()
-        write_archive(buffer, dataset, hours, marker=marker)
+        write_archive(buffer, dataset, hours, marker=marker, erasures=erasures)
         response = SimResponse(HTTPStatus.OK, headers, buffer.getvalue())
     else:
         with tempfile.NamedTemporaryFile(
@@ -129,7 +124,7 @@ def handle_export(simulator: Context, request: SimRequest) -> SimResponse:
         ) as out:
             path = Path(out.name)
             try:
-                write_archive(out, dataset, hours, marker=marker)
+                write_archive(out, dataset, hours, marker=marker, erasures=erasures)
             except BaseException:
                 path.unlink()
                 raise
@@ -139,6 +134,29 @@ def handle_export(simulator: Context, request: SimRequest) -> SimResponse:
     except BaseException:
         response.discard()
         raise
+
+
+def _hours_with_data(
+    dataset: Dataset,
+    first: datetime,
+    last: datetime,
+    cutoff: datetime,
+    erasures: dict[int, date],
+) -> tuple[list[datetime], int]:
+    """The exportable upload hours of ``first``..``last`` that have rows, and their rows."""
+    hours: list[datetime] = []
+    events = 0
+    hour = max(first, dataset.start)
+    stop = min(last + HOUR, dataset.end, cutoff)
+    while hour < stop:
+        count = dataset.event_count(hour)
+        if count and erasures:
+            count = sum(map(len, _members_after_erasures(dataset, hour, erasures)))
+        if count:
+            hours.append(hour)
+            events += count
+        hour += HOUR
+    return hours, events
 
 
 def _over_the_network(response: SimResponse, network: NetworkSettings, began: float) -> SimResponse:
@@ -157,20 +175,50 @@ def _over_the_network(response: SimResponse, network: NetworkSettings, began: fl
 
 
 def write_archive(
-    target: IO[bytes], dataset: Dataset, hours: list[datetime], *, marker: bool = False
+    target: IO[bytes],
+    dataset: Dataset,
+    hours: list[datetime],
+    *,
+    marker: bool = False,
+    erasures: dict[int, date] | None = None,
 ) -> None:
     """Write the export zip for ``hours`` (each with data) to ``target``.
 
     Members are already gzip, so they are stored, not deflated again; fixed timestamps make
-    the archive byte-identical for the same request.
+    the archive byte-identical for the same request. ``erasures`` (Amplitude id → the day
+    its deletion job ran) leaves out those users' rows uploaded before that day.
     """
     with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as archive:
         for hour in hours:
             stamp = (hour.year, hour.month, hour.day, hour.hour, 0, 0)
-            for part, member in enumerate(hour_members(dataset, hour)):
+            members = hour_members(dataset, hour)
+            if erasures:
+                members = tuple(
+                    gzip.compress(b"\n".join(lines) + b"\n", compresslevel=3, mtime=0)
+                    for lines in _members_after_erasures(dataset, hour, erasures)
+                )
+            for part, member in enumerate(members):
                 archive.writestr(_entry(member_name(dataset.app_id, hour, part), stamp), member)
             if marker:
                 archive.writestr(_entry(marker_name(dataset.app_id, hour), stamp), b"")
+
+
+def _members_after_erasures(
+    dataset: Dataset, hour: datetime, erasures: dict[int, date]
+) -> list[tuple[bytes, ...]]:
+    """The hour's members without the erased users' rows (empty members dropped)."""
+    members = []
+    for lines in hour_lines(dataset, hour).members():
+        kept = tuple(line for line in lines if not _erased(json.loads(line), erasures))
+        if kept:
+            members.append(kept)
+    return members
+
+
+def _erased(row: dict[str, object], erasures: dict[int, date]) -> bool:
+    """Whether a deletion job that has run took this row (uploaded before the job's day)."""
+    day = erasures.get(int(str(row["amplitude_id"])))
+    return day is not None and str(row["server_upload_time"])[:10] < day.isoformat()
 
 
 def _entry(name: str, stamp: tuple[int, int, int, int, int, int]) -> zipfile.ZipInfo:
