@@ -138,6 +138,23 @@ def test_usermap_lookup_variants(sim: AmplitudeSimulator, variant: str) -> None:
     assert requests.get(url, params=too_many, auth=auth(sim), timeout=10).status_code == 400
 
 
+def test_the_job_delay_is_configurable(sim: AmplitudeSimulator) -> None:
+    """How Amplitude picks a job's day is undocumented (§17.3): the delay is a setting."""
+    sim.deletions.job_delay_days = 9  # the 2018 draft's example
+    user = sim.dataset.user_list()[1]
+    accepted = requests.post(
+        f"{sim.url}/api/2/deletions/users",
+        json={"user_ids": [user.user_id], "requester": "r"},
+        auth=auth(sim),
+        timeout=10,
+    )
+    assert (
+        accepted.json()["day"]
+        == (datetime.now(tz=timezone.utc).date() + timedelta(days=9)).isoformat()
+    )
+    assert accepted.json()["status"] == "staging"
+
+
 def test_removal_from_a_staging_job_only_and_lookups_empty_once_done(
     sim: AmplitudeSimulator,
 ) -> None:
@@ -148,6 +165,7 @@ def test_removal_from_a_staging_job_only_and_lookups_empty_once_done(
         path, json={"user_ids": [user.user_id], "requester": "r"}, auth=auth(sim), timeout=10
     )
     day = accepted.json()["day"]
+    assert day == (datetime.now(tz=timezone.utc).date() + timedelta(days=7)).isoformat()
     seeded = sim.dataset.user_list()[-2]  # in the seeded submitted job
     submitted_day = (START.date() - timedelta(days=2)).isoformat()
     refused = requests.delete(

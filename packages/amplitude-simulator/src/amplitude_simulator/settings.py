@@ -175,6 +175,9 @@ class DeletionSettings:
 
     #: At most one request per this many seconds, across every method of the endpoint.
     min_interval_seconds: float = 1.0
+    #: A new job runs this many days after the request (Amplitude's rule is undocumented;
+    #: its 2018 draft shows 9, docs/amplitude-api.md §17.3).
+    job_delay_days: int = JOB_DELAY_DAYS
     #: Jobs by the day they run; a fresh simulator holds a done and a submitted one.
     jobs: dict[date, Job] = field(default_factory=dict)
     #: Every accepted request body, oldest first.

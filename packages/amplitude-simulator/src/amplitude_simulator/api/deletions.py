@@ -3,7 +3,7 @@
 Modelling choices where Amplitude's docs are silent:
 
 * A request joins the earliest job that is still ``staging``; otherwise a new job is
-  scheduled ``JOB_DELAY_DAYS`` after the request day.
+  scheduled ``sim.deletions.job_delay_days`` (default 7) after the request day.
 * A job is ``staging`` until 3 days before its day, then ``submitted``; its scrub finishes
   the day after it runs (``active_scrub_done_date``) and it is ``done`` 5 days later.
 * Unknown ids without ``ignore_invalid_id(s)`` get HTTP 400 with
@@ -237,7 +237,7 @@ def _staging_job(jobs: DeletionSettings, today: date, *, create: bool) -> Job:
     for _, job in sorted(jobs.jobs.items()):
         if job.status(today) == "staging":
             return job
-    job = Job(today + timedelta(days=JOB_DELAY_DAYS))
+    job = Job(today + timedelta(days=jobs.job_delay_days))
     if create:
         jobs.jobs[job.day] = job
     return job
