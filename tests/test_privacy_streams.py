@@ -256,6 +256,29 @@ def test_simulated_profile_api_auth_and_sections(simulator: AmplitudeSimulator) 
 
     no_rec_id = _profile(simulator, good, user_id=user.user_id, get_recs="true")
     assert no_rec_id.status_code == 400
+
+    # Propensity (§7): one prediction id gives propensity = its prop; several give null.
+    one = _profile(
+        simulator, good, user_id=user.user_id, get_propensity="true", prediction_id="0x10x"
+    ).json()["userData"]
+    (entry,) = one["propensities"]
+    assert entry["pred_id"] == "0x10x"
+    assert entry["prop_type"] == "score"
+    assert 0 <= entry["prop"] <= 1
+    assert one["propensity"] == entry["prop"]
+    several = _profile(
+        simulator,
+        good,
+        user_id=user.user_id,
+        get_propensity="true",
+        prediction_id="0x10x,0x20y",
+        propensity_type="pct",
+    ).json()["userData"]
+    assert several["propensity"] is None
+    assert [(p["pred_id"], p["prop_type"]) for p in several["propensities"]] == [
+        ("0x10x", "pct"),
+        ("0x20y", "pct"),
+    ]
     unknown = _profile(simulator, good, user_id="never-seen")
     assert unknown.status_code == 400
     assert unknown.json() == {"error": UNKNOWN_USER_ERROR}

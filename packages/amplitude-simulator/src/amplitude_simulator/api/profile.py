@@ -4,6 +4,8 @@ Auth is ``Authorization: Api-Key <secret_key>`` (the route's ``api-key`` scheme)
 that were not asked for are ``null``; computations come back inside ``amp_props`` as
 strings. An unknown user gets ``{"error": "User id and device id not seen before"}`` with
 HTTP 400: Amplitude does not document the status, and 400 is the simulator's choice.
+``get_propensity=true`` (with ``prediction_id``, ``propensity_type`` ``score`` or ``pct``)
+adds ``propensity`` (null when several ids are asked) and ``propensities`` (§7).
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ def handle_profile(sim: Context, request: SimRequest) -> SimResponse:
     get_recs = _flag(params, "get_recs")
     if get_recs and not params.get("rec_id"):
         return SimResponse.json(400, {"error": "rec_id is required when get_recs is true"})
+    get_propensity = _flag(params, "get_propensity")
+    if get_propensity and not params.get("prediction_id"):
+        return SimResponse.json(
+            400, {"error": "prediction_id is required when get_propensity is true"}
+        )
     profile = _find(sim, user_id=user_id, device_id=device_id)
     if profile is None:
         return SimResponse.json(400, {"error": UNKNOWN_USER})
@@ -78,6 +85,10 @@ def handle_profile(sim: Context, request: SimRequest) -> SimResponse:
         "amp_props": amp_props,
         "cohort_ids": _cohorts(profile) if _flag(params, "get_cohort_ids") else None,
     }
+    if get_propensity:
+        user_data.update(
+            _propensities(profile, params["prediction_id"], params.get("propensity_type"))
+        )
     return SimResponse.json(200, {"userData": user_data})
 
 
@@ -111,6 +122,25 @@ def _computations(profile: UserProfile, events: int, comp_id: str | None) -> dic
         name: str(_COMPUTATIONS[name](profile, events)) if name in _COMPUTATIONS else None
         for name in wanted
         if name
+    }
+
+
+def _propensities(
+    profile: UserProfile, prediction_id: str, propensity_type: str | None
+) -> dict[str, t.Any]:
+    """``propensity`` (null for several ids) and ``propensities``, one per prediction id."""
+    kind = "pct" if (propensity_type or "").strip().lower() == "pct" else "score"
+    found = []
+    for pred in (p.strip() for p in prediction_id.split(",")):
+        if not pred:
+            continue
+        rng = random.Random(f"amplitude-sim|pred|{pred}|{profile.user.amplitude_id}")  # noqa: S311
+        score = rng.random()
+        value = round(score * 100, 2) if kind == "pct" else round(score, 6)
+        found.append({"prop": value, "pred_id": pred, "prop_type": kind})
+    return {
+        "propensity": found[0]["prop"] if len(found) == 1 else None,
+        "propensities": found,
     }
 
 
