@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import json
@@ -13,6 +14,7 @@ import pytest
 import requests
 
 from amplitude_simulator import AmplitudeSimulator, Dataset
+from amplitude_simulator.api.cohorts import cohort_list, members_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -138,6 +140,25 @@ def test_usermap_lookup_variants(sim: AmplitudeSimulator, variant: str) -> None:
     assert requests.get(url, params=too_many, auth=auth(sim), timeout=10).status_code == 400
 
 
+def _cohort_sizes(sim: AmplitudeSimulator) -> dict[str, int]:
+    listed = requests.get(f"{sim.url}/api/3/cohorts", auth=auth(sim), timeout=10).json()
+    return {cohort["id"]: cohort["size"] for cohort in listed["cohorts"]}
+
+
+def _cohort_file(sim: AmplitudeSimulator, cohort_id: str) -> list[dict[str, str]]:
+    base = f"{sim.url}/api/5/cohorts"
+    job = requests.get(f"{base}/request/{cohort_id}", auth=auth(sim), timeout=10).json()
+    while (
+        requests.get(
+            f"{base}/request-status/{job['request_id']}", auth=auth(sim), timeout=10
+        ).status_code
+        != 200
+    ):
+        pass
+    body = requests.get(f"{base}/request/{job['request_id']}/file", auth=auth(sim), timeout=10)
+    return list(csv.DictReader(io.StringIO(body.text)))
+
+
 def test_the_job_delay_is_configurable(sim: AmplitudeSimulator) -> None:
     """How Amplitude picks a job's day is undocumented (§17.3): the delay is a setting."""
     sim.deletions.job_delay_days = 9  # the 2018 draft's example
@@ -180,6 +201,7 @@ def test_removal_from_a_staging_job_only_and_lookups_empty_once_done(
     assert requests.get(search, params={"user": user.user_id}, auth=auth(sim), timeout=10).json()[
         "matches"
     ]
+    cohorts_before = _cohort_sizes(sim)
     sim.now = datetime.now(tz=timezone.utc) + timedelta(days=20)
     assert (
         requests.get(search, params={"user": user.user_id}, auth=auth(sim), timeout=10).json()[
@@ -194,6 +216,19 @@ def test_removal_from_a_staging_job_only_and_lookups_empty_once_done(
         timeout=10,
     )
     assert profile.json() == {"error": "User id and device id not seen before"}
+    # ... and in no cohort: sizes drop by one where the user was, the file leaves them out.
+    holding = {
+        cohort["id"]
+        for index, cohort in enumerate(cohort_list(DATASET, sync_info=False))
+        if user.amplitude_id in {p.user.amplitude_id for p in members_of(DATASET, index)}
+    }
+    assert holding
+    assert _cohort_sizes(sim) == {
+        cohort_id: size - (cohort_id in holding) for cohort_id, size in cohorts_before.items()
+    }
+    members = _cohort_file(sim, min(holding))
+    assert str(user.amplitude_id) not in {row["amplitude_id"] for row in members}
+    assert len(members) == cohorts_before[min(holding)] - 1
     # The job deleted the user's events (§17.3): the Export API no longer has them.
     window = {
         "start": f"{DATASET.start:%Y%m%dT%H}",

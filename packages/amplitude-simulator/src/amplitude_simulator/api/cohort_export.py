@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode
 
-from amplitude_simulator.api.cohorts import cohort_list, members_of
+from amplitude_simulator.api.cohorts import cohort_list, erased_ids, members_of
 from amplitude_simulator.protocol import Route, SimResponse
 from amplitude_simulator.settings import CohortJob
 
@@ -180,7 +180,7 @@ def member_rows(
         revision = export.revisions.get(cohort_id, 0)
         extra = export.extra_members.get(cohort_id, 0)
         prefix = export.property_prefix
-    profiles = members_of(sim.dataset, index, revision)
+    profiles = members_of(sim.dataset, index, revision, erased_ids(sim))
     keys = _keys(sim.dataset, prop_keys)
     yield ["amplitude_id", "user_id", *(_column(key, prefix) for key in keys)]
     for profile in profiles:
@@ -273,7 +273,9 @@ def _member_count_locked(sim: Context, job: CohortJob) -> int:
     export = sim.cohort_export
     revision = export.revisions.get(job.cohort_id, 0)
     extra = export.extra_members.get(job.cohort_id, 0)
-    return (0 if index is None else len(members_of(sim.dataset, index, revision))) + extra
+    if index is None:
+        return extra
+    return len(members_of(sim.dataset, index, revision, erased_ids(sim))) + extra
 
 
 def _quota_refusal(sim: Context, export: CohortExportSettings) -> SimResponse:

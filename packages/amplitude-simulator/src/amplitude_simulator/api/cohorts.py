@@ -58,8 +58,9 @@ def cohort_list(
     sync_info: bool,
     revisions: Mapping[str, int] | None = None,
     epoch_ms: bool = False,
+    erased: frozenset[int] = frozenset(),
 ) -> list[dict[str, Any]]:
-    """The project's cohorts, sizes counted over the dataset's users.
+    """The project's cohorts, sizes counted over the dataset's users (not the ``erased``).
 
     A cohort's revision (``sim.cohort_export.revisions``) changes its members and moves its
     ``lastMod`` and ``lastComputed`` on by an hour each (docs/amplitude-api.md §11.5).
@@ -100,7 +101,7 @@ def cohort_list(
             "shortcut_ids": [],
         }
         revision = (revisions or {}).get(cohort["id"], 0)
-        cohort["size"] = len(members_of(dataset, index, revision))
+        cohort["size"] = len(members_of(dataset, index, revision, erased))
         cohort["lastMod"] += revision * 3600
         cohort["lastComputed"] += revision * 3600
         if epoch_ms:
@@ -116,10 +117,19 @@ def cohort_list(
     return items
 
 
-def members_of(dataset: Dataset, index: int, revision: int = 0) -> list[UserProfile]:
-    """The members of the ``index``-th cohort at ``revision`` (each revision drops some)."""
+def members_of(
+    dataset: Dataset, index: int, revision: int = 0, erased: frozenset[int] = frozenset()
+) -> list[UserProfile]:
+    """The members of the ``index``-th cohort at ``revision`` (each revision drops some).
+
+    Users whose deletion job is done (``erased`` Amplitude ids) are in no cohort.
+    """
     member = _COHORTS[index][2]
-    found = [profile for profile in dataset.profiles() if member(profile)]
+    found = [
+        profile
+        for profile in dataset.profiles()
+        if member(profile) and profile.user.amplitude_id not in erased
+    ]
     if revision:
         found = [profile for profile in found if profile.index % (revision + 2) != 0]
     return found
@@ -170,6 +180,11 @@ def _sync_metadata(rng: random.Random, computed: int) -> list[dict[str, Any]]:
     ]
 
 
+def erased_ids(sim: Context) -> frozenset[int]:
+    """Amplitude ids whose deletion job is done today: they belong to no cohort (§17.6)."""
+    return frozenset(sim.deletions.erased(sim.current_time().astimezone(timezone.utc).date()))
+
+
 def handle_cohorts(sim: Context, request: SimRequest) -> SimResponse:
     """``/api/3/cohorts``; refused without the Behavioral Cohorts add-on."""
     settings = sim.analytics
@@ -182,7 +197,11 @@ def handle_cohorts(sim: Context, request: SimRequest) -> SimResponse:
     with export.lock:
         revisions, extra = dict(export.revisions), dict(export.extra_members)
     cohorts = cohort_list(
-        sim.dataset, sync_info=sync_info, revisions=revisions, epoch_ms=export.epoch_ms
+        sim.dataset,
+        sync_info=sync_info,
+        revisions=revisions,
+        epoch_ms=export.epoch_ms,
+        erased=erased_ids(sim),
     )
     for cohort in cohorts:
         cohort["size"] += extra.get(cohort["id"], 0)

@@ -17,8 +17,9 @@ Modelling choices where Amplitude's docs are silent:
 * ``include_mapped_user_ids`` adds the user id to every answered entry (§17.2); it changes
   the answer only.
 * Once a job is ``done``, its users are gone from user search, the Profile API and DSAR
-  outputs (``DeletionSettings.erased``), and the Export API leaves out their rows uploaded
-  before the job's day (``DeletionSettings.erasures``), except in the seeded jobs below.
+  outputs (``DeletionSettings.erased``), from cohorts, and the Export API leaves out their
+  rows uploaded before the job's day (``DeletionSettings.erasures``), except in the seeded
+  jobs below.
 * A fresh simulator already holds two jobs for the dataset's last two users: one on the
   dataset's first day (``done`` for any dataset that ended a week ago) and one two days
   before today (``submitted``), so listings show every status.
