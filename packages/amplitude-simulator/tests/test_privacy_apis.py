@@ -236,11 +236,11 @@ def test_removal_from_a_staging_job_only_and_lookups_empty_once_done(
     }
     archive = requests.get(f"{sim.url}/api/2/export", params=window, auth=auth(sim), timeout=30)
     assert archive.status_code == 200
-    members = zipfile.ZipFile(io.BytesIO(archive.content))
+    unzipped = zipfile.ZipFile(io.BytesIO(archive.content))
     exported = [
         json.loads(line)
-        for name in members.namelist()
-        for line in gzip.decompress(members.read(name)).splitlines()
+        for name in unzipped.namelist()
+        for line in gzip.decompress(unzipped.read(name)).splitlines()
     ]
     all_rows = DATASET.expected_events(DATASET.start, DATASET.end)
     assert any(row["amplitude_id"] == user.amplitude_id for row in all_rows)
