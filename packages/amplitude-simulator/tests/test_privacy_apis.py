@@ -216,6 +216,15 @@ def test_removal_from_a_staging_job_only_and_lookups_empty_once_done(
         timeout=10,
     )
     assert profile.json() == {"error": "User id and device id not seen before"}
+    activity = requests.get(
+        f"{sim.url}/api/2/useractivity",
+        params={"user": str(user.amplitude_id)},
+        auth=auth(sim),
+        timeout=10,
+    ).json()
+    assert activity["events"] == []  # the job deleted them (§17.3): an unknown user's answer
+    assert activity["userData"]["num_events"] == 0
+    assert activity["userData"]["user_id"] is None
     # ... and in no cohort: sizes drop by one where the user was, the file leaves them out.
     holding = {
         cohort["id"]

@@ -2,7 +2,9 @@
 
 Neither answer is wrapped in ``data``; errors use the ``{"error": {...}}`` envelope. Both show
 only what Amplitude has at the simulator's now: no event from the future, and ``last_seen``
-is the newest event uploaded so far.
+is the newest event uploaded so far. A user whose deletion job is done is not found by
+search, and their activity is gone (uploaded before the job's day; with nothing left, the
+answer is the unknown user's).
 """
 
 from __future__ import annotations
@@ -97,9 +99,20 @@ def user_activity(simulator: Context, request: SimRequest) -> SimResponse:
     amplitude_id = int(raw_user)
     dataset = simulator.dataset
     lines = visible_activity_lines(dataset, amplitude_id, epoch_ms(simulator.current_time()))
+    today = simulator.current_time().astimezone(timezone.utc).date()
+    erased_on = simulator.deletions.erasures(today).get(amplitude_id)
+    if erased_on is not None:  # the job deleted every event uploaded before its day (§17.3)
+        lines = tuple(
+            line
+            for line in lines
+            if json.loads(line)["server_upload_time"][:10] >= erased_on.isoformat()
+        )
     ordered = lines if direction == "latest" else lines[::-1]
     page = ordered[offset : offset + limit]
-    summary = _user_data_json(dataset, amplitude_id, lines)
+    if erased_on is not None and not lines:
+        summary = json.dumps(unknown_user_data(amplitude_id), separators=(",", ":")).encode()
+    else:
+        summary = _user_data_json(dataset, amplitude_id, lines)
     body = b'{"userData":' + summary + b',"events":[' + b",".join(page) + b"]}"
     return SimResponse(HTTPStatus.OK, {"Content-Type": JSON}, body)
 
@@ -115,19 +128,7 @@ def user_data(dataset: Dataset, amplitude_id: int, lines: tuple[bytes, ...]) -> 
     """The ``userData`` block of §5, summarising the user's activity ``lines`` (newest first)."""
     profile = dataset.find_user(amplitude_id)
     if profile is None:
-        return {
-            "num_sessions": 0,
-            "purchases": 0,
-            "revenue": 0,
-            "merged_amplitude_ids": [],
-            "num_events": 0,
-            "canonical_amplitude_id": amplitude_id,
-            "user_id": None,
-            "last_location": None,
-            "usage_time": 0,
-            "last_device_id": None,
-            "device_ids": [],
-        }
+        return unknown_user_data(amplitude_id)
     events = [json.loads(line) for line in lines]
     sessions: dict[int, list[str]] = {}
     for event in events:
@@ -169,6 +170,23 @@ def user_data(dataset: Dataset, amplitude_id: int, lines: tuple[bytes, ...]) -> 
             {"lat": located["location_lat"], "lng": located["location_lng"]} if located else None
         ),
         "properties": dict(profile.properties),
+    }
+
+
+def unknown_user_data(amplitude_id: int) -> dict[str, Any]:
+    """``userData`` for an Amplitude ID Amplitude has nothing for (§5)."""
+    return {
+        "num_sessions": 0,
+        "purchases": 0,
+        "revenue": 0,
+        "merged_amplitude_ids": [],
+        "num_events": 0,
+        "canonical_amplitude_id": amplitude_id,
+        "user_id": None,
+        "last_location": None,
+        "usage_time": 0,
+        "last_device_id": None,
+        "device_ids": [],
     }
 
 
