@@ -125,6 +125,11 @@ def test_cancel_takes_an_id_out_of_a_staging_job_and_refuses_locked_ones(
     (cancelled,) = [e for e in audit_lines(audit) if e["event"] == "cancelled"]
     assert cancelled["amplitude_ids"] == [users[0].amplitude_id]
     assert cancelled["user_ids"] == [users[0].user_id]
+    # verify no longer shows the user in that job (it used to, with the job's status).
+    verified = privacy(
+        capsys, *base(sim, tmp_path, "verify"), users[0].user_id, *audit_of(tmp_path)
+    )
+    assert [line["jobs"] for line in verified.lines()] == [[]]
     # No longer accepted: a new delete would send the user again.
     again = privacy(
         capsys,

@@ -674,15 +674,19 @@ def verify(config_path: Path | None, ids: tuple[str, ...], audit_log: Path) -> i
 
 
 def _job_days(audit: AuditLog, ids: tuple[str, ...]) -> dict[str, set[str]]:
-    """Per id, the job days the audit log shows it accepted into."""
+    """Per id, the job days the audit log shows it accepted into and not taken out of since."""
     wanted = set(ids)
     days: dict[str, set[str]] = {}
-    for entry in audit.entries():
-        if entry.get("event") != "accepted" or entry.get("project") != audit.project:
+    for entry in audit.entries():  # in the order they happened
+        if entry.get("project") != audit.project:
             continue
         named = {value for _, value in id_keys(entry)} & wanted
-        for job in entry.get("jobs") or []:
-            if job.get("day"):
-                for term in named:
-                    days.setdefault(term, set()).add(str(job["day"]))
+        if entry.get("event") == "accepted":
+            for job in entry.get("jobs") or []:
+                if job.get("day"):
+                    for term in named:
+                        days.setdefault(term, set()).add(str(job["day"]))
+        elif entry.get("event") == "cancelled" and entry.get("day"):
+            for term in named:
+                days.get(term, set()).discard(str(entry["day"]))
     return days
