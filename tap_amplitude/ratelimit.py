@@ -9,7 +9,8 @@ Amplitude limits every project (docs/amplitude-api.md §3.1):
 * User Search and User Activity together: 360 requests per hour;
 * the Taxonomy API, per key: at most 4 cost in flight and 7,200 per hour, a GET costing 1
   (§10.2);
-* cohort download requests: 60 per 10 minutes (§11.4; the monthly quota is the stream's).
+* cohort download requests: 60 per 10 minutes (§11.4; the monthly quota is the stream's);
+* the User Profile API, on its own host: 600 requests per minute (§7).
 
 By default budgets are kept in memory, per project, for the whole process and every thread in
 it (pyrate-limiter's thread-safe buckets plus a semaphore). With ``rate_limits.backend`` they
@@ -66,6 +67,8 @@ USER_LOOKUP_BUDGET = "user lookups"
 TAXONOMY_BUDGET = "taxonomy cost"
 COHORT_REQUEST_BUDGET = "cohort download requests"
 COHORT_WINDOW_SECONDS = 600.0
+PROFILE_BUDGET = "User Profile API requests"
+PROFILE_WINDOW_SECONDS = 60.0
 
 # Endpoints whose queries are priced in cost units (1 × days × conditions each).
 COST_ENDPOINTS: tuple[str, ...] = (
@@ -83,6 +86,8 @@ USER_LOOKUP_ENDPOINTS: tuple[str, ...] = ("/api/2/usersearch", "/api/2/useractiv
 TAXONOMY_PREFIX = "/api/2/taxonomy/"
 # Step 1 of a cohort download (its /file and status reads are not counted, §11.4).
 COHORT_REQUEST_PREFIX = "/api/5/cohorts/request/"
+# The User Profile API, on its own host: 600 requests per minute per organisation (§7).
+PROFILE_PATH = "/v1/userprofile"
 
 
 @dataclass(frozen=True)
@@ -100,9 +105,11 @@ class RateLimits:
     taxonomy_cost_per_long_window: int = 7200
     taxonomy_concurrent_requests: int = 4
     cohort_requests_per_window: int = 60
+    profile_requests_per_window: int = 600
     short_window_seconds: float = SHORT_WINDOW_SECONDS
     long_window_seconds: float = LONG_WINDOW_SECONDS
     cohort_window_seconds: float = COHORT_WINDOW_SECONDS
+    profile_window_seconds: float = PROFILE_WINDOW_SECONDS
     # sqlite:///path, postgresql://… or redis://…: budgets and slots shared by every process
     # naming it (see shared_slots.py); None keeps them in this process's memory.
     backend: str | None = None
@@ -117,6 +124,7 @@ class RateLimits:
             self.taxonomy_cost_per_long_window,
             self.taxonomy_concurrent_requests,
             self.cohort_requests_per_window,
+            self.profile_requests_per_window,
         )
         if min(numbers) < 1:
             msg = f"rate limits must be at least 1, got {self}"
@@ -172,7 +180,7 @@ class Charge:
     amount: int
 
 
-def request_charge(path: str, params: Mapping[str, str]) -> Charge | None:
+def request_charge(path: str, params: Mapping[str, str]) -> Charge | None:  # noqa: PLR0911 - one return per budget
     """The budget a request to ``path`` draws on, and how much; None when it has no budget.
 
     Cost-priced queries cost ``days × conditions``: days from ``start``/``end``
@@ -184,6 +192,8 @@ def request_charge(path: str, params: Mapping[str, str]) -> Charge | None:
         return Charge(TAXONOMY_BUDGET, 1)  # the tap only reads: a GET costs 1 (§10.2)
     if COHORT_REQUEST_PREFIX in path and not path.endswith("/file"):
         return Charge(COHORT_REQUEST_BUDGET, 1)
+    if path.endswith(PROFILE_PATH):
+        return Charge(PROFILE_BUDGET, 1)
     if any(prefix in path for prefix in COST_PREFIXES):
         return Charge(COST_BUDGET, 1)
     if not path.endswith(COST_ENDPOINTS):
@@ -278,16 +288,19 @@ class ProjectLimiter:
         short_ms = int(limits.short_window_seconds * stretch * 1000)
         long_ms = int(limits.long_window_seconds * stretch * 1000)
         cohort_ms = int(limits.cohort_window_seconds * stretch * 1000)
+        profile_ms = int(limits.profile_window_seconds * stretch * 1000)
         windows = {
             short_ms: _describe_window(limits.short_window_seconds),
             long_ms: _describe_window(limits.long_window_seconds),
             cohort_ms: _describe_window(limits.cohort_window_seconds),
+            profile_ms: _describe_window(limits.profile_window_seconds),
         }
         rates = {
             COST_BUDGET: _cost_rates(limits, short_ms, long_ms),
             USER_LOOKUP_BUDGET: [Rate(limits.user_lookups_per_long_window, long_ms)],
             TAXONOMY_BUDGET: [Rate(limits.taxonomy_cost_per_long_window, long_ms)],
             COHORT_REQUEST_BUDGET: [Rate(limits.cohort_requests_per_window, cohort_ms)],
+            PROFILE_BUDGET: [Rate(limits.profile_requests_per_window, profile_ms)],
         }
         self.backend = SharedBackend.open(limits.backend) if limits.backend else None
         scope = f"{project[:16] or 'default'}"
@@ -451,6 +464,7 @@ _BUCKET_NAMES = {
     USER_LOOKUP_BUDGET: "user_lookups",
     TAXONOMY_BUDGET: "taxonomy_cost",
     COHORT_REQUEST_BUDGET: "cohort_requests",
+    PROFILE_BUDGET: "profile_requests",
 }
 
 _LIMITERS: dict[tuple[str, RateLimits], ProjectLimiter] = {}

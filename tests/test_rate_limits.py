@@ -16,6 +16,7 @@ from amplitude_simulator.limits import Window
 from tap_amplitude.client import AmplitudeStream
 from tap_amplitude.ratelimit import (
     COST_BUDGET,
+    PROFILE_BUDGET,
     USER_LOOKUP_BUDGET,
     Charge,
     ProjectLimiter,
@@ -213,6 +214,27 @@ def test_profile_api_requests_take_no_rest_slot() -> None:
         assert not limiter.slots.acquire(blocking=False)  # the one slot is the export's
 
 
+def test_profile_api_requests_are_paced_to_their_own_per_minute_limit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Amplitude allows 600 a minute (§7); the tap used to learn it from 429s."""
+    assert request_charge("/v1/userprofile", {"user_id": "a"}) == Charge(PROFILE_BUDGET, 1)
+    limiter = ProjectLimiter(
+        _fast_limits(profile_requests_per_window=3, profile_window_seconds=0.5), BASE
+    )
+    profile = requests.Request(
+        "GET", "https://profile-api.amplitude.com/v1/userprofile", params={"user_id": "a"}
+    ).prepare()
+    caplog.set_level(logging.INFO, logger=LOGGER.name)
+    started = time.monotonic()
+    for _ in range(4):
+        with limiter.admitted(profile, stream="user_profiles", logger=LOGGER):
+            pass
+    assert time.monotonic() - started >= 0.9  # the fourth waited for the (stretched) window
+    [wait] = [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
+    assert "User Profile API requests budget (3 per 0.5 s" in wait
+
+
 # --------------------------------------------------------------------------------------
 # the simulator's limits
 
@@ -311,7 +333,8 @@ def test_simulator_refuses_a_sixth_concurrent_request(simulator: AmplitudeSimula
 def test_simulator_user_lookups_have_their_own_pool_of_ten(simulator: AmplitudeSimulator) -> None:
     """Amplitude: User Search and User Activity allow 10 concurrent (reference §3.1, §9)."""
     user = simulator.dataset.user_list()[0]
-    simulator.add_fault("/api/2/usersearch", Fault.delay(1.0), times=10)
+    # Long enough that all ten are in flight at once even on a loaded machine.
+    simulator.add_fault("/api/2/usersearch", Fault.delay(4.0), times=10)
     statuses: list[int] = []
     lock = threading.Lock()
 
@@ -323,9 +346,10 @@ def test_simulator_user_lookups_have_their_own_pool_of_ten(simulator: AmplitudeS
     slow = [threading.Thread(target=call) for _ in range(10)]
     for thread in slow:
         thread.start()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 4
     while simulator.limits.lookups_in_flight() < 10 and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert simulator.limits.lookups_in_flight() == 10
     eleventh = _get(simulator, "/api/2/useractivity", user=str(user.amplitude_id))
     other = _get(simulator, "/api/2/annotations")  # the REST pool of 5 is untouched
     for thread in slow:
