@@ -23,7 +23,7 @@ import sys
 import tempfile
 import typing as t
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 from dotenv import find_dotenv, load_dotenv
@@ -195,11 +195,18 @@ def shown_names(names: t.Iterable[object]) -> str:
     return ", ".join(shown[:_NAMES_SHOWN]) + (", …" if len(shown) > _NAMES_SHOWN else "")
 
 
+# A bookmark this far past the clock was not written by a run of this tap (every replication
+# key is a time at or before the run: upload, merge, download, chart-run times, dates in the
+# project's time zone); resuming from it would skip everything up to it with exit 0.
+BOOKMARK_AHEAD = timedelta(days=1)
+
+
 def bookmark_problems(state: Mapping[str, t.Any], replication_keys: Mapping[str, str]) -> list[str]:
-    """Bookmarks a stream could not resume from: values that are not an ISO 8601 date-time.
+    """Bookmarks a stream could not resume from: not an ISO 8601 date-time, or in the future.
 
     Every replication key of this tap is a date or a date-time; the values are not echoed.
     """
+    latest = datetime.now(tz=timezone.utc) + BOOKMARK_AHEAD
     problems = []
     for stream, bookmark in state.get("bookmarks", {}).items():
         if stream not in replication_keys:
@@ -213,6 +220,15 @@ def bookmark_problems(state: Mapping[str, t.Any], replication_keys: Mapping[str,
                     f"the bookmark of '{stream}' (replication_key_value of "
                     f"{replication_keys[stream]}) is not an ISO 8601 date-time; correct it, or "
                     "remove the stream's entry to start again from start_date"
+                )
+                break
+            if value is not None and parse_datetime(value) > latest:
+                problems.append(
+                    f"the bookmark of '{stream}' (replication_key_value of "
+                    f"{replication_keys[stream]}) is in the future, so resuming from it would "
+                    "skip everything up to it; the state is not from a run of this tap (or the "
+                    "clock is wrong): correct it, or remove the stream's entry to start again "
+                    "from start_date"
                 )
                 break
     return problems

@@ -671,7 +671,14 @@ def _state(value: Any, *, partition: bool = False) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     "state",
-    [_state("garbage"), _state(12345), _state(["2026-01-01"]), _state("32 May", partition=True)],
+    [
+        _state("garbage"),
+        _state(12345),
+        _state(["2026-01-01"]),
+        _state("32 May", partition=True),
+        _state("2999-01-01T00:00:00Z"),  # in the future: would skip every hour up to it
+        _state("2999-01-01", partition=True),
+    ],
 )
 def test_a_bookmark_that_is_not_a_date_time_is_one_line_before_any_request(
     sim: AmplitudeSimulator, tmp_path: Path, state: dict[str, Any]
