@@ -294,6 +294,10 @@ def test_a_corrupt_object_is_retried_then_named(exported: BucketExport, tmp_path
     assert len(errors) == 1
     assert key.split("/", 1)[1] in errors[0]
     assert "after 3 tries" in errors[0]
+    # What to do about the object, not about credentials or the network.
+    assert "cut off or not a gzip of JSON lines" in errors[0]
+    assert "may read it" not in errors[0]
+    assert "network" not in errors[0]
     # Hours before it were read and checkpointed: the bookmark stops at the damaged hour.
     states = [m for m in run.stdout.splitlines() if '"STATE"' in m]
     last = json.loads(states[-1])["value"]["bookmarks"][EVENTS]["replication_key_value"]

@@ -26,6 +26,7 @@ from tap_amplitude.client import AmplitudeError
 from tap_amplitude.export import Checkpoint, LineBlock
 from tap_amplitude.export.archive import member_blocks
 from tap_amplitude.storage.layout import HOUR, Kind, day_prefix, parse_key
+from tap_amplitude.storage.source import brief
 from tap_amplitude.storage.state import CLOSE_GRACE, ReadState
 from tap_amplitude.workers import DaemonPool
 
@@ -274,8 +275,16 @@ class StorageRun:
                 if isinstance(exc, PermissionError) or attempt == READ_TRIES:
                     what = f"{self.stream.name}: cannot read {self.bucket.url}/{entry.key}"
                     if not isinstance(exc, PermissionError):
-                        what += f" after {attempt} tries (is it a gzip of JSON lines?)"
-                    problem = self.bucket.problem(what, exc)
+                        what += f" after {attempt} tries"
+                    if isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile)):
+                        problem = (
+                            f"{what}: {brief(exc)}; the object is cut off or not a gzip of "
+                            "JSON lines. Ask Amplitude to export the hour again (a backfill "
+                            "rewrites it), or move the object out of the folder if its events "
+                            "are not needed."
+                        )
+                    else:
+                        problem = str(self.bucket.problem(what, exc))
                     msg = f"{problem} Nothing after it was read; the bookmark stays before it."
                     raise AmplitudeError(msg) from exc
                 self.stream.logger.warning(
