@@ -151,6 +151,7 @@ def test_without_markers_hours_close_after_the_grace_period(
     # Everything before the end was read, but only hours 24 h older than it are closed.
     assert Counter(uuids(run)) == Counter(expected_uuids(DATASET, START, end))
     assert bookmark["replication_key_value"] == "2024-03-01T06:00:00.000000Z"
+    assert not _warnings(run)  # no markers at all: the grace period is the export's rule
     again = read(bucket_config(url_of(tmp_path), end_date=end.isoformat()), run.final_state())
     assert uuids(again) == []  # open hours listed again; nothing read twice
     assert again.final_state() == run.final_state()
@@ -390,3 +391,43 @@ def test_export_api_single_hour_refusal_points_at_the_bucket() -> None:
     from tap_amplitude.export.download import S3_HINT
 
     assert "storage_export_url" in S3_HINT
+
+
+def _warnings(run: TapRun) -> list[str]:
+    return [line for line in run.stderr.splitlines() if "WARNING" in line]
+
+
+def test_objects_named_for_a_day_but_not_as_data_are_named_not_skipped_silently(
+    exported: BucketExport, tmp_path: Path
+) -> None:
+    folder = tmp_path / "bucket" / "amplitude" / str(DATASET.app_id)
+    data = (tmp_path / "bucket" / exported.event_key(START + 3 * HOUR, 0)).read_bytes()
+    odd = [
+        f"{DATASET.app_id}_2024-03-01_3#5.json.gz.tmp",  # an upload tool's temporary name
+        f"{DATASET.app_id}_2024-03-01_24#0.json.gz",  # no hour 24
+        f"{DATASET.app_id}_2024-03-01_3#6.json",  # not gzipped
+    ]
+    for name in odd:
+        (folder / name).write_bytes(data)
+    (folder / f"{DATASET.app_id}_2024-03-01_3#7.json.gz").mkdir()  # a directory-like key
+    run = read(bucket_config(url_of(tmp_path)))
+    assert Counter(uuids(run)) == Counter(expected_uuids(DATASET, DATASET.start, DATASET.end))
+    [warning] = [line for line in _warnings(run) if "not read" in line]
+    for name in [*odd, f"{DATASET.app_id}_2024-03-01_3#7.json.gz"]:
+        assert f"{DATASET.app_id}/{name}" in warning
+
+
+def test_an_hour_closed_without_its_marker_is_named_when_the_export_writes_markers(
+    exported: BucketExport, tmp_path: Path
+) -> None:
+    folder = tmp_path / "bucket" / "amplitude" / str(DATASET.app_id)
+    for path in folder.glob(f"{DATASET.app_id}_2024-03-01_5[#_]*"):
+        path.unlink()  # hour 5: neither objects nor marker, a gap the grace period closes
+    run = read(bucket_config(url_of(tmp_path)))
+    gap = [line for line in _warnings(run) if "no _complete marker" in line]
+    assert len(gap) == 1, run.stderr
+    assert "2024-03-01 05:00 (no objects)" in gap[0]
+    assert "2024-03-01 04:00" not in gap[0]
+    assert "2024-03-01 06:00" not in gap[0]
+    again = read(bucket_config(url_of(tmp_path)), run.final_state())
+    assert not _warnings(again)  # named once, when the bookmark passed it

@@ -108,3 +108,25 @@ def test_wrong_bucket_is_one_line_naming_the_url_without_credentials(endpoint: s
     assert "does not exist" in errors[0]
     assert SECRET not in run.stderr
     assert KEY not in run.stderr
+
+
+def test_odd_keys_of_a_day_are_named_in_one_warning(endpoint: str) -> None:
+    """A key ending in '/' (a console 'folder') and a temporary name: listed, named, not read."""
+    writer = sink(endpoint, "odd-keys")
+    one_day = Dataset(start=START, end=START + 4 * HOUR, events_per_hour=5, users=3)
+    BucketExport(one_day, writer, prefix="amplitude", merged_ids=False).run_all()
+    app = one_day.app_id
+    odd = [f"{app}_2024-03-01_2#9.json.gz/", f"{app}_2024-03-01_2#8.json.gz.tmp"]
+    for key in odd:
+        writer.put(f"amplitude/{app}/{key}", b"")
+    config = bucket_config(
+        "s3://odd-keys/amplitude",
+        storage_options=options(endpoint),
+        end_date=one_day.end.isoformat(),
+    )
+    run = read(config)
+    assert Counter(uuids(run)) == Counter(expected_uuids(one_day, one_day.start, one_day.end))
+    [warning] = [line for line in run.stderr.splitlines() if "so they are not read" in line]
+    for key in odd:
+        assert f"{app}/{key.rstrip('/')}" in warning
+    assert SECRET not in run.stderr

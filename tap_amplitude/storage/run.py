@@ -27,7 +27,7 @@ from tap_amplitude.export import Checkpoint, LineBlock
 from tap_amplitude.export.archive import member_blocks
 from tap_amplitude.storage.layout import HOUR, Kind, day_prefix, parse_key
 from tap_amplitude.storage.source import brief
-from tap_amplitude.storage.state import CLOSE_GRACE, ReadState
+from tap_amplitude.storage.state import CLOSE_GRACE, TRAILING, ReadState
 from tap_amplitude.workers import DaemonPool
 
 if t.TYPE_CHECKING:
@@ -61,6 +61,17 @@ class HourPlan:
     hour: datetime
     objects: list[Planned]
     closed: bool
+    marked: bool  # closed by ``complete`` markers, not only by the grace period
+
+
+@dataclass
+class _Listing:
+    """One day's listing, sorted by upload hour."""
+
+    listed: dict[datetime, list[Planned]] = dataclasses.field(default_factory=dict)
+    keys: dict[datetime, set[str]] = dataclasses.field(default_factory=dict)
+    markers: dict[datetime, set[str]] = dataclasses.field(default_factory=dict)
+    unknown: list[str] = dataclasses.field(default_factory=list)
 
 
 class _Done:
@@ -101,6 +112,8 @@ class StorageRun:
         # the same config and state give the same result whenever the run happens.
         self.now = min(now or datetime.now(tz=timezone.utc), end)
         self.cancelled = threading.Event()
+        self.saw_markers = False  # this export writes ``complete`` markers
+        self.unmarked: list[HourPlan] = []  # closed by the grace period alone, not yet named
         self.objects_read = 0
         self.objects_skipped = 0
         self.lines = 0
@@ -139,51 +152,64 @@ class StorageRun:
         first = state.first_hour()
         day = first.replace(hour=0)
         while day < self.end:
-            listed: dict[datetime, list[Planned]] = {}
-            keys: dict[datetime, set[str]] = {}
-            markers: dict[datetime, set[str]] = {}
+            listing = _Listing()
             for folder in folders:
                 for entry in self.bucket.list_prefix(folder, day_prefix(folder, day)):
-                    parsed = parse_key(entry.key)
-                    if parsed is None or not first <= parsed.hour < self.end:
-                        continue
-                    if parsed.marker:
-                        markers.setdefault(parsed.hour, set()).add(folder)
-                    elif parsed.holds(self.kind):
-                        keys.setdefault(parsed.hour, set()).add(entry.key)
-                        if state.is_new(parsed.hour, entry):
-                            planned = Planned(
-                                parsed.hour,
-                                folder,
-                                parsed.part or 0,
-                                entry,
-                                rewritten=state.was_read(parsed.hour, entry),
-                            )
-                            listed.setdefault(parsed.hour, []).append(planned)
-                        else:
-                            self.objects_skipped += 1
+                    self._sort_entry(listing, folder, entry, first)
+            if listing.unknown:
+                self._log_unknown(listing.unknown)
             plans = []
             for hour in _day_hours(day, first, self.end):
-                state.forget_missing(hour, keys.get(hour, set()))
-                objects = sorted(listed.get(hour, []), key=lambda p: (int(p.scope), p.part))
+                state.forget_missing(hour, listing.keys.get(hour, set()))
+                objects = sorted(listing.listed.get(hour, []), key=lambda p: (int(p.scope), p.part))
+                marked = self._marked(listing.markers.get(hour, set()), folders)
                 plans.append(
-                    HourPlan(hour, objects, self._closed(hour, markers.get(hour, set()), folders))
+                    HourPlan(hour, objects, self._closed(hour, marked=marked), marked=marked)
                 )
             yield plans
             day += DAY
 
-    def _closed(self, hour: datetime, markers: set[str], folders: list[str]) -> bool:
-        """Closed: the grace period has passed, or ``complete`` markers say the hour is done.
+    def _sort_entry(self, listing: _Listing, folder: str, entry: Entry, first: datetime) -> None:
+        """File one listed entry: data to read or skip, a marker, or a name not understood."""
+        parsed = parse_key(entry.key) if not entry.directory else None
+        if parsed is None:
+            listing.unknown.append(entry.key)
+            return
+        if not first <= parsed.hour < self.end:
+            return
+        if parsed.marker:
+            self.saw_markers = True
+            listing.markers.setdefault(parsed.hour, set()).add(folder)
+        elif parsed.holds(self.kind):
+            listing.keys.setdefault(parsed.hour, set()).add(entry.key)
+            if self.read_state.is_new(parsed.hour, entry):
+                planned = Planned(
+                    parsed.hour,
+                    folder,
+                    parsed.part or 0,
+                    entry,
+                    rewritten=self.read_state.was_read(parsed.hour, entry),
+                )
+                listing.listed.setdefault(parsed.hour, []).append(planned)
+            else:
+                self.objects_skipped += 1
+
+    def _marked(self, markers: set[str], folders: list[str]) -> bool:
+        """Whether ``complete`` markers say an hour is done.
 
         Events need a marker in every app folder read. Merged ids have no markers of their
         own that Amplitude documents; the export job that writes them writes the hour's
         event marker too, so any marker for the hour closes it.
         """
-        if hour + HOUR + CLOSE_GRACE <= self.now:
-            return True
-        if hour + HOUR > self.now or not markers:
+        if not markers:
             return False
         return self.kind is Kind.MERGED_IDS or markers.issuperset(folders)
+
+    def _closed(self, hour: datetime, *, marked: bool) -> bool:
+        """Closed: the grace period has passed, or the hour has ended and is marked done."""
+        if hour + HOUR + CLOSE_GRACE <= self.now:
+            return True
+        return marked and hour + HOUR <= self.now
 
     # ------------------------------------------------------------------ reading
 
@@ -220,10 +246,9 @@ class StorageRun:
                             state.mark_read(planned.hour, planned.entry)
                             if hourly:
                                 yield Checkpoint(state.bookmark)
-                    before = state.bookmark
-                    state.settle(plan.hour, closed=plan.closed)
-                    if hourly and state.bookmark != before:
+                    if self._settle(plan) and hourly:
                         yield Checkpoint(state.bookmark)
+                self._log_unmarked()
                 if not hourly and any(plan.objects for plan in plans):
                     yield Checkpoint(state.bookmark)
             state.save()
@@ -232,6 +257,14 @@ class StorageRun:
         finally:
             self.cancelled.set()
             pool.shutdown()
+
+    def _settle(self, plan: HourPlan) -> bool:
+        """The hour's objects are read: close it if it is; whether the bookmark moved."""
+        before = self.read_state.bookmark
+        if plan.closed and not plan.marked and plan.hour == before:
+            self.unmarked.append(plan)
+        self.read_state.settle(plan.hour, closed=plan.closed)
+        return self.read_state.bookmark != before
 
     def read_object(self, planned: Planned, put: Callable[[LineBlock], None]) -> bool:
         """Stream one object's lines to ``put``; False if it vanished (a backfill in progress).
@@ -312,6 +345,40 @@ class StorageRun:
             f"{self.end - HOUR:%Y-%m-%d %H}:59",
             self.read_state.bookmark_text,
             extra={"stream_name": self.stream.name},
+        )
+
+    def _log_unknown(self, keys: list[str]) -> None:
+        """Objects named like the day's export that are not its data: named, never silent."""
+        self.stream.logger.warning(
+            "%s: %d object(s) in %s are named for an export day but not as Amplitude's data "
+            "(…_{H}#{n}.json.gz, H 0-23), merged-id files or _complete markers, so they are not "
+            "read: %s. If they hold events, give them Amplitude's names or ask Amplitude to "
+            "export those hours again.",
+            self.stream.name,
+            len(keys),
+            self.bucket.url,
+            ", ".join(sorted(keys)[:5]) + (", …" if len(keys) > 5 else ""),  # noqa: PLR2004
+        )
+
+    def _log_unmarked(self) -> None:
+        """Hours the grace period closed though this export writes markers: maybe a gap."""
+        plans, self.unmarked = self.unmarked, []
+        if not plans or not self.saw_markers:
+            return
+        hours = [
+            f"{plan.hour:%Y-%m-%d %H}:00{'' if plan.objects else ' (no objects)'}" for plan in plans
+        ]
+        self.stream.logger.warning(
+            "%s: upload hours %s have no _complete marker although this export writes them; "
+            "they were closed %d hours after they ended with what they hold now, so the "
+            "bookmark moved past them. If Amplitude missed them (an export error, lost "
+            "access), objects it writes for them once the bookmark is %d hours past them are "
+            "not seen: check the export in Amplitude (Data Destinations), and to read them run "
+            "with a state whose bookmark is before them.",
+            self.stream.name,
+            ", ".join(hours[:6]) + (", …" if len(hours) > 6 else ""),  # noqa: PLR2004
+            int(CLOSE_GRACE.total_seconds() // 3600),
+            int(TRAILING.total_seconds() // 3600),
         )
 
     def _log_done(self) -> None:

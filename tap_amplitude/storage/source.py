@@ -64,6 +64,7 @@ class Entry:
     path: str
     key: str  # "{scope}/{name}", as STATE records it
     identity: str  # size and ETag / generation / mtime: changes when the object is rewritten
+    directory: bool = False  # a folder (or a key ending in '/') named like an object
 
 
 class Bucket:
@@ -150,15 +151,16 @@ class Bucket:
             if self.protocol == "file":
                 yield from self._scan(directory, folder, prefix)
                 return
-            listed = self.fs.find(directory, maxdepth=1, prefix=prefix, detail=True)
+            listed = self.fs.find(directory, maxdepth=1, prefix=prefix, detail=True, withdirs=True)
         except AmplitudeError:
             raise
         except Exception as exc:
             raise self.problem(what, exc) from exc
         for path, info in listed.items():
-            name = str(path).rsplit("/", 1)[-1]
-            if info.get("type") == "file" and name.startswith(prefix):
-                yield Entry(str(path), f"{folder}/{name}", _identity(info))
+            name = str(path).rstrip("/").rsplit("/", 1)[-1]
+            if name.startswith(prefix):
+                directory = info.get("type") != "file"
+                yield Entry(str(path), f"{folder}/{name}", _identity(info), directory)
 
     def _scan(self, directory: str, folder: str, prefix: str) -> Iterator[Entry]:
         """A local folder, read entry by entry (only matching names are kept)."""
@@ -168,12 +170,13 @@ class Bucket:
             return  # an app folder without data yet
         with entries:
             for entry in entries:
-                if entry.name.startswith(prefix) and entry.is_file():
+                if entry.name.startswith(prefix):
                     stat = entry.stat()
                     yield Entry(
                         entry.path,
                         f"{folder}/{entry.name}",
                         f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}",
+                        directory=not entry.is_file(),
                     )
 
     def open(self, path: str) -> t.BinaryIO:
