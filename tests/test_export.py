@@ -355,3 +355,44 @@ def test_concurrent_downloads_keep_order_state_and_splitting(
     bookmarks = [s["bookmarks"][STREAM]["replication_key_value"] for s in run.states()]
     assert bookmarks == sorted(bookmarks)
     assert bookmarks[-1] == "2024-03-04T00:00:00.000000Z"
+
+
+def test_a_member_named_for_another_hour_never_moves_the_bookmark_past_unread_hours(
+    simulator: AmplitudeSimulator,
+) -> None:
+    """A stray member for hour 10 in the 00-05 archive: a failure there leaves no gap."""
+    import gzip
+    import io
+    import zipfile
+
+    from amplitude_simulator.api.export import member_name
+    from amplitude_simulator.data.dataset import hour_members
+
+    dataset = simulator.dataset
+    start = dataset.start
+    body = io.BytesIO()
+    with zipfile.ZipFile(body, "w") as archive:
+        for part, member in enumerate(hour_members(dataset, start)):
+            archive.writestr(member_name(dataset.app_id, start, part), member)
+        stray = gzip.compress(b'{"uuid": "stray", "event_type": "x"}\nnot json\n')
+        archive.writestr(member_name(dataset.app_id, start + 10 * HOUR, 0), stray)
+    simulator.add_fault(
+        EXPORT, Fault.status(200, body.getvalue(), {"Content-Type": "application/zip"}), times=1
+    )
+    config = simulator_config(simulator, export_window_hours=6, export_concurrency=1)
+    failed = run_tap(config, streams=[STREAM])
+    assert failed.returncode == 1
+    assert "named for an upload hour outside the window" in failed.stderr
+    bookmarks = [line for line in failed.stdout.splitlines() if '"replication_key_value"' in line]
+    for line in bookmarks:  # never past the hours of the window being read
+        value = json.loads(line)["value"]["bookmarks"][STREAM]["replication_key_value"]
+        assert value <= (start + 6 * HOUR).strftime("%Y-%m-%dT%H")
+    state = json.loads(bookmarks[-1])["value"] if bookmarks else None
+    resumed = run_tap(config, streams=[STREAM], state=state)
+    assert resumed.returncode == 0, resumed.stderr
+    hour_zero = set(_expected_uuids(simulator, start, start + HOUR))
+    expected = Counter(_expected_uuids(simulator, start, dataset.end))
+    got = Counter(_uuids(failed)) + Counter(_uuids(resumed))
+    got.pop("stray", None)
+    assert set(got) == set(expected)  # every hour read; at most the hour in flight twice
+    assert {u for u, n in got.items() if n > 1} <= hour_zero

@@ -20,7 +20,7 @@ from tap_amplitude.export.progress import ExportProgress
 from tap_amplitude.workers import DaemonPool
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from datetime import datetime
 
     from tap_amplitude.client import AmplitudeStream
@@ -146,14 +146,9 @@ class ExportRun:
             try:
                 with spool:
                     for block in read_archive(spool, warn):
-                        if (
-                            hourly
-                            and seen >= handed_on
-                            and block.hour is not None
-                            and current_hour is not None
-                            and block.hour > current_hour
-                        ):
-                            yield Checkpoint(block.hour)
+                        new_hour = _starts_hour(window, block, current_hour, warn)
+                        if hourly and new_hour is not None and seen >= handed_on:
+                            yield Checkpoint(new_hour)
                         current_hour = block.hour or current_hour
                         count = len(block.lines)
                         if seen + count > handed_on:
@@ -184,6 +179,26 @@ class ExportRun:
                 spool = self.download(window)
                 continue
             return
+
+
+def _starts_hour(
+    window: Window, block: LineBlock, current: datetime | None, warn: Callable[[str], None]
+) -> datetime | None:
+    """The upload hour ``block`` starts, if every hour of the window before it is read.
+
+    Only hours inside the window count: a member named for another hour (Amplitude's or a
+    proxy's mistake) must not move the bookmark past hours no download has read yet.
+    """
+    hour = block.hour
+    if hour is None:
+        return None
+    if not window.start <= hour < window.end:
+        warn(
+            f"archive member {block.member} is named for an upload hour outside the window; "
+            "its events are read, but the bookmark moves only to hours inside the window"
+        )
+        return None
+    return hour if current is not None and hour > current else None
 
 
 def _close_spool(future: Future[Spool]) -> None:
