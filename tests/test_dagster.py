@@ -236,3 +236,48 @@ def test_the_core_tap_never_imports_dagster() -> None:
         "assert not [m for m in sys.modules if m.split('.')[0] == 'dagster'], 'dagster imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+SECRET = "s3cr3t-never-shown"  # noqa: S105 - a marker to look for, not a credential
+
+
+@pytest.mark.parametrize(
+    ("config_text", "env", "named"),
+    [
+        (None, {}, "TAP_CONFIG names"),  # the file does not exist
+        (f'{{"secret_key": "{SECRET}", ', {}, "TAP_CONFIG names"),  # not JSON
+        ("[1, 2]", {}, "TAP_CONFIG names"),
+        (f'{{"secret_key": "{SECRET}", "start_date": "13/2024"}}', {}, "START is not set"),
+        ('{"start_date": "2024-03-01", "export_lag_hours": "two"}', {}, "TAP_CONFIG names"),
+        ('{"start_date": "2024-03-01"}', {"START": "yesterday"}, "START is not an ISO 8601"),
+        ('{"start_date": "2024-03-01"}', {"END": "2024-02-01"}, "END must be after"),
+        ('{"start_date": "2024-03-01"}', {"RETRIES": "three"}, "RETRIES must be"),
+        ('{"start_date": "2024-03-01"}', {"RETRIES": "-1"}, "RETRIES must be"),
+        ('{"start_date": "2024-03-01"}', {"RETRY_DELAY": "nan"}, "RETRY_DELAY must be"),
+    ],
+)
+def test_definitions_from_a_bad_environment_fail_in_one_line_naming_the_variable(
+    tmp_path: Path, config_text: str | None, env: dict[str, str], named: str
+) -> None:
+    """A code location that cannot load says which variable to fix (was a bare ValueError)."""
+    config = tmp_path / "tap.json"
+    if config_text is not None:
+        config.write_text(config_text)
+    environ = {
+        "PATH": "/usr/bin:/bin",
+        "TAP_AMPLITUDE_DAGSTER_TAP_CONFIG": str(config),
+        "TAP_AMPLITUDE_DAGSTER_TARGET": "target-jsonl",
+        **{f"TAP_AMPLITUDE_DAGSTER_{name}": value for name, value in env.items()},
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "import tap_amplitude.dagster.definitions"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"RuntimeError: TAP_AMPLITUDE_DAGSTER_{named}"), result.stderr
+    assert SECRET not in result.stderr

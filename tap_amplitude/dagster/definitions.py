@@ -22,13 +22,18 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
+import typing as t
 from pathlib import Path
 
 from tap_amplitude.dagster.assets import AmplitudeProject, build_definitions
 from tap_amplitude.dagster.pipeline import Loader, MeltanoJob, SingerTarget
 from tap_amplitude.timestamps import parse_datetime
+
+if t.TYPE_CHECKING:
+    from datetime import datetime
 
 PREFIX = "TAP_AMPLITUDE_DAGSTER_"
 
@@ -36,6 +41,53 @@ PREFIX = "TAP_AMPLITUDE_DAGSTER_"
 def _setting(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(PREFIX + name, "").strip()
     return value or default
+
+
+def _problem(name: str, what: str) -> RuntimeError:
+    """One line naming the variable (never its value) and what it must be."""
+    return RuntimeError(f"{PREFIX}{name} {what}; see README.md, 'Dagster'")
+
+
+def _time(name: str) -> datetime | None:
+    value = _setting(name)
+    if value is None:
+        return None
+    try:
+        return parse_datetime(value)
+    except ValueError:
+        msg = "is not an ISO 8601 date or date-time (e.g. 2024-03-01 or 2024-03-01T00:00:00Z)"
+        raise _problem(name, msg) from None
+
+
+def _number(name: str, default: str, kind: type[float]) -> float:
+    value = _setting(name, default) or default
+    what = f"must be a {'whole ' if kind is int else ''}number of 0 or more"
+    try:
+        number = kind(value)
+    except ValueError:
+        raise _problem(name, what) from None
+    if not 0 <= number < math.inf:
+        raise _problem(name, what)
+    return number
+
+
+def _tap_config(path: Path) -> dict[str, t.Any]:
+    """The tap's config file, for project_id and start_date; one line if it cannot be read."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise _problem("TAP_CONFIG", f"names {path}, which cannot be read ({reason})") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise _problem("TAP_CONFIG", f"names {path}, which is not JSON{where}") from None
+    if not isinstance(config, dict):
+        raise _problem("TAP_CONFIG", f"names {path}, which must hold a JSON object")
+    lag = config.get("export_lag_hours")
+    if lag is not None and not (isinstance(lag, int) or str(lag).strip().isdigit()):
+        what = f"names {path}, whose export_lag_hours is not a whole number of hours"
+        raise _problem("TAP_CONFIG", what)
+    return config
 
 
 def project_from_environment() -> AmplitudeProject:
@@ -62,8 +114,17 @@ def project_from_environment() -> AmplitudeProject:
         )
         raise RuntimeError(msg)
     path = Path(config_path) if config_path else None
-    config = json.loads(path.read_text(encoding="utf-8")) if path else {}
-    start, end = _setting("START"), _setting("END")
+    config = _tap_config(path) if path else {}
+    start, end = _time("START"), _time("END")
+    first = start
+    if start is None and path is not None:
+        start_date = config.get("start_date")
+        if not isinstance(start_date, str) or not _is_time(start_date):
+            what = f"is not set and {path} has no start_date that is an ISO 8601 date-time"
+            raise _problem("START", what)
+        first = parse_datetime(start_date)
+    if first is not None and end is not None and end <= first:
+        raise _problem("END", f"must be after {PREFIX}START (or the config's start_date)")
     partitions = _setting("PARTITIONS", "hourly")
     if partitions not in {"hourly", "daily"}:
         msg = f"{PREFIX}PARTITIONS must be hourly or daily"
@@ -73,11 +134,19 @@ def project_from_environment() -> AmplitudeProject:
         loader=loader,
         tap_config_path=path,
         partitions="hourly" if partitions == "hourly" else "daily",
-        start=parse_datetime(start) if start else None,
-        end=parse_datetime(end) if end else None,
-        retries=int(_setting("RETRIES", "3") or 3),
-        retry_delay_seconds=float(_setting("RETRY_DELAY", "60") or 60),
+        start=start,
+        end=end,
+        retries=int(_number("RETRIES", "3", int)),
+        retry_delay_seconds=_number("RETRY_DELAY", "60", float),
     )
+
+
+def _is_time(text: str) -> bool:
+    try:
+        parse_datetime(text)
+    except ValueError:
+        return False
+    return True
 
 
 defs = build_definitions(project_from_environment())
