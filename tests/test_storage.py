@@ -431,3 +431,23 @@ def test_an_hour_closed_without_its_marker_is_named_when_the_export_writes_marke
     assert "2024-03-01 06:00" not in gap[0]
     again = read(bucket_config(url_of(tmp_path)), run.final_state())
     assert not _warnings(again)  # named once, when the bookmark passed it
+
+
+def test_a_state_from_another_project_is_one_line_not_a_silent_skip(
+    exported: BucketExport, tmp_path: Path
+) -> None:
+    """Another app's state: its bookmark would skip this app's hours up to it with exit 0."""
+    other = {
+        "replication_key": "server_upload_time",
+        "replication_key_value": "2024-03-02T00:00:00.000000Z",
+        "storage": {"read": {"2024-03-01T23": {"999/999_2024-03-01_23#0.json.gz": "10:abc"}}},
+    }
+    state = {"bookmarks": {EVENTS: other}}
+    run = run_tap(bucket_config(url_of(tmp_path)), streams=[EVENTS], state=state, timeout=60)
+    assert run.returncode == 1
+    assert not run.records(EVENTS)
+    errors = [line for line in run.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1, run.stderr
+    assert "999/" in errors[0]
+    assert "another project_id or storage_export_url" in errors[0]
+    assert "Traceback" not in run.stderr

@@ -146,6 +146,30 @@ class StorageRun:
             return apps
         return orgs + apps  # merged ids: -org folders, or app folders (legacy organisations)
 
+    def _check_state_folders(self, folders: list[str]) -> None:
+        """A state whose objects lie in folders this run does not read is another project's.
+
+        Its bookmark would skip this project's hours up to it with exit 0.
+
+        Raises:
+            AmplitudeError: the state names objects outside ``folders``.
+        """
+        named = {
+            key.split("/", 1)[0] for objects in self.read_state.read.values() for key in objects
+        }
+        foreign = sorted(named - set(folders))
+        if foreign:
+            msg = (
+                f"{self.stream.name}: the state's storage map names objects in "
+                f"{', '.join(f'{folder[:20]}/' for folder in foreign[:3])}, which this run does "
+                f"not read from {self.bucket.url} (it reads "
+                f"{', '.join(f'{folder}/' for folder in folders[:5])}): the state is from "
+                "another project_id or storage_export_url, and its bookmark would skip this "
+                f"one's hours. Use this project's state, or remove the '{self.stream.name}' "
+                "entry from the state to start again from start_date."
+            )
+            raise AmplitudeError(msg)
+
     def days(self, folders: list[str]) -> Iterator[list[HourPlan]]:
         """Every hour from the first to list up to ``end``, one day's listing at a time."""
         state = self.read_state
@@ -220,6 +244,7 @@ class StorageRun:
         passes; otherwise one follows each day that had objects to read.
         """
         folders = self.folders()
+        self._check_state_folders(folders)
         state = self.read_state
         self._log_plan(folders)
         pool = DaemonPool(self.concurrency, name="storage-read")
