@@ -222,6 +222,16 @@ def bookmark_problems(state: Mapping[str, t.Any], replication_keys: Mapping[str,
                     "remove the stream's entry to start again from start_date"
                 )
                 break
+            labelled = entry.get("replication_key")
+            if value is not None and labelled not in (None, replication_keys[stream]):
+                problems.append(
+                    f"the bookmark of '{stream}' is labelled replication_key "
+                    f"'{str(labelled)[:60]}', but the stream resumes on "
+                    f"{replication_keys[stream]}, so the value is not a point it can resume "
+                    "from; remove the stream's entry to start again from start_date (or use "
+                    "the state this tap wrote)"
+                )
+                break
             if value is not None and parse_datetime(value) > latest:
                 problems.append(
                     f"the bookmark of '{stream}' (replication_key_value of "

@@ -678,6 +678,15 @@ def _state(value: Any, *, partition: bool = False) -> dict[str, Any]:
         _state("32 May", partition=True),
         _state("2999-01-01T00:00:00Z"),  # in the future: would skip every hour up to it
         _state("2999-01-01", partition=True),
+        # labelled with another key: event_time is not a point the upload-hour export resumes at
+        {
+            "bookmarks": {
+                "export_events": {
+                    "replication_key": "event_time",
+                    "replication_key_value": "2024-03-02T00:00:00Z",
+                }
+            }
+        },
     ],
 )
 def test_a_bookmark_that_is_not_a_date_time_is_one_line_before_any_request(
