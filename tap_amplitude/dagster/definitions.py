@@ -59,11 +59,11 @@ def _time(name: str) -> datetime | None:
         raise _problem(name, msg) from None
 
 
-def _number(name: str, default: str, kind: type[float]) -> float:
+def _number(name: str, default: str, *, whole: bool) -> float:
     value = _setting(name, default) or default
-    what = f"must be a {'whole ' if kind is int else ''}number of 0 or more"
+    what = f"must be a {'whole ' if whole else ''}number of 0 or more"
     try:
-        number = kind(value)
+        number = int(value) if whole else float(value)
     except ValueError:
         raise _problem(name, what) from None
     if not 0 <= number < math.inf:
@@ -136,8 +136,8 @@ def project_from_environment() -> AmplitudeProject:
         partitions="hourly" if partitions == "hourly" else "daily",
         start=start,
         end=end,
-        retries=int(_number("RETRIES", "3", int)),
-        retry_delay_seconds=_number("RETRY_DELAY", "60", float),
+        retries=int(_number("RETRIES", "3", whole=True)),
+        retry_delay_seconds=_number("RETRY_DELAY", "60", whole=False),
     )
 
 
