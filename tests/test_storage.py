@@ -451,3 +451,26 @@ def test_a_state_from_another_project_is_one_line_not_a_silent_skip(
     assert "999/" in errors[0]
     assert "another project_id or storage_export_url" in errors[0]
     assert "Traceback" not in run.stderr
+
+
+def test_empty_objects_and_two_keys_for_one_part_are_named_once(
+    exported: BucketExport, tmp_path: Path
+) -> None:
+    folder = tmp_path / "bucket" / "amplitude" / str(DATASET.app_id)
+    data = (tmp_path / "bucket" / exported.event_key(START + 3 * HOUR, 0)).read_bytes()
+    twin = f"{DATASET.app_id}_2024-03-01_03#0.json.gz"  # hour 3, part 0 again, zero-padded
+    (folder / twin).write_bytes(data)
+    empty = f"{DATASET.app_id}_2024-03-01_4#7.json.gz"
+    (folder / empty).write_bytes(b"")
+    config = bucket_config(url_of(tmp_path))
+    run = read(config)
+    got = Counter(uuids(run))
+    assert set(got) == set(expected_uuids(DATASET, DATASET.start, DATASET.end))
+    twice = {uuid for uuid, count in got.items() if count > 1}
+    assert twice == {json.loads(line)["uuid"] for line in gzip.decompress(data).splitlines()}
+    [same] = [line for line in _warnings(run) if "name the same upload hour and part" in line]
+    assert f"{DATASET.app_id}/{twin}" in same
+    [zero] = [line for line in _warnings(run) if "are empty (0 bytes" in line]
+    assert f"{DATASET.app_id}/{empty}" in zero
+    again = read(config, run.final_state())
+    assert not _warnings(again)  # named when read, not on every run that lists them again

@@ -72,6 +72,10 @@ class _Listing:
     keys: dict[datetime, set[str]] = dataclasses.field(default_factory=dict)
     markers: dict[datetime, set[str]] = dataclasses.field(default_factory=dict)
     unknown: list[str] = dataclasses.field(default_factory=list)
+    parts: dict[tuple[str, datetime, int | None], str] = dataclasses.field(default_factory=dict)
+    duplicates: list[str] = dataclasses.field(default_factory=list)  # "a and b"
+    new: set[str] = dataclasses.field(default_factory=set)  # keys to read
+    empty: list[str] = dataclasses.field(default_factory=list)
 
 
 class _Done:
@@ -180,8 +184,7 @@ class StorageRun:
             for folder in folders:
                 for entry in self.bucket.list_prefix(folder, day_prefix(folder, day)):
                     self._sort_entry(listing, folder, entry, first)
-            if listing.unknown:
-                self._log_unknown(listing.unknown)
+            self._log_listing(listing)
             plans = []
             for hour in _day_hours(day, first, self.end):
                 state.forget_missing(hour, listing.keys.get(hour, set()))
@@ -206,7 +209,14 @@ class StorageRun:
             listing.markers.setdefault(parsed.hour, set()).add(folder)
         elif parsed.holds(self.kind):
             listing.keys.setdefault(parsed.hour, set()).add(entry.key)
-            if self.read_state.is_new(parsed.hour, entry):
+            new = self.read_state.is_new(parsed.hour, entry)
+            twin = listing.parts.setdefault((folder, parsed.hour, parsed.part), entry.key)
+            if twin != entry.key and (new or twin in listing.new):
+                listing.duplicates.append(f"{twin} and {entry.key}")  # named once, when read
+            if new:
+                listing.new.add(entry.key)
+                if entry.identity.startswith("0:"):
+                    listing.empty.append(entry.key)
                 planned = Planned(
                     parsed.hour,
                     folder,
@@ -371,6 +381,30 @@ class StorageRun:
             self.read_state.bookmark_text,
             extra={"stream_name": self.stream.name},
         )
+
+    def _log_listing(self, listing: _Listing) -> None:
+        """What a day's listing holds that is not plainly Amplitude's: named, never silent."""
+        if listing.unknown:
+            self._log_unknown(listing.unknown)
+        if listing.duplicates:
+            self.stream.logger.warning(
+                "%s: %s in %s name the same upload hour and part; both are read, so their "
+                "rows may come twice (load keyed on uuid, as Singer targets do), and the one "
+                "Amplitude did not write should be removed",
+                self.stream.name,
+                "; ".join(listing.duplicates[:3]) + ("; …" if len(listing.duplicates) > 3 else ""),  # noqa: PLR2004
+                self.bucket.url,
+            )
+        if listing.empty:
+            self.stream.logger.warning(
+                "%s: %s in %s are empty (0 bytes, not even an empty gzip), so they hold no "
+                "events; if Amplitude writes them again they are read again while their hour "
+                "is within %d hours of the bookmark",
+                self.stream.name,
+                ", ".join(listing.empty[:5]) + (", …" if len(listing.empty) > 5 else ""),  # noqa: PLR2004
+                self.bucket.url,
+                int(TRAILING.total_seconds() // 3600),
+            )
 
     def _log_unknown(self, keys: list[str]) -> None:
         """Objects named like the day's export that are not its data: named, never silent."""
