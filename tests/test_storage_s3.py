@@ -130,3 +130,26 @@ def test_odd_keys_of_a_day_are_named_in_one_warning(endpoint: str) -> None:
     for key in odd:
         assert f"{app}/{key.rstrip('/')}" in warning
     assert SECRET not in run.stderr
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"bogus_option": 1}, {"key": 12345}, {"endpoint_url": "not a url"}],
+)
+def test_storage_options_the_client_refuses_name_storage_options_not_the_policy(
+    endpoint: str, change: dict[str, Any]
+) -> None:
+    sink(endpoint, "options")
+    url = "s3://options/amplitude"
+    run = run_tap(
+        bucket_config(url, storage_options={**options(endpoint), **change}),
+        streams=[EVENTS],
+        timeout=60,
+    )
+    assert run.returncode == 1
+    errors = [line for line in run.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1, run.stderr
+    assert "refused storage_options" in errors[0]
+    assert "bucket policy" not in errors[0]  # the options are wrong, not the permissions
+    assert SECRET not in run.stderr
+    assert "Traceback" not in run.stderr

@@ -110,6 +110,13 @@ class Bucket:
         hint = POLICY_HINT[self.protocol]
         if isinstance(exc, PermissionError) or _looks_denied(exc):
             return AmplitudeError(f"{what}: access denied ({brief(exc)}); {hint}.")
+        if isinstance(exc, (TypeError, ValueError)):  # the cloud SDK refused an option
+            return AmplitudeError(
+                f"{what}: the {self.protocol} filesystem refused storage_options "
+                f"({brief(exc)}); check their names and types against the README's examples "
+                '(e.g. {"key": "…", "secret": "…"} or {"profile": "…"}; endpoint_url a full '
+                "http(s):// URL)."
+            )
         if isinstance(exc, FileNotFoundError):
             where = "folder" if self.protocol == "file" else "bucket"
             return AmplitudeError(
