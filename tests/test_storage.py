@@ -474,3 +474,56 @@ def test_empty_objects_and_two_keys_for_one_part_are_named_once(
     assert f"{DATASET.app_id}/{empty}" in zero
     again = read(config, run.final_state())
     assert not _warnings(again)  # named when read, not on every run that lists them again
+
+
+def test_an_object_gone_before_it_is_read_keeps_its_hour_open(
+    exported: BucketExport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backfill deleting an object between listing and reading: its hour is listed again."""
+    import logging
+    from types import SimpleNamespace
+
+    from tap_amplitude.storage.layout import Kind
+    from tap_amplitude.storage.run import StorageRun
+    from tap_amplitude.storage.source import Bucket
+    from tap_amplitude.storage.state import ReadState
+
+    gone = exported.event_key(START + 3 * HOUR, 0).rsplit("/", 1)[-1]
+    real_open = Bucket.open
+
+    def vanishing_open(self: Bucket, path: str) -> Any:
+        if path.endswith(gone):
+            raise FileNotFoundError(path)
+        return real_open(self, path)
+
+    stream: Any = SimpleNamespace(name=EVENTS, logger=logging.getLogger("test-storage"))
+    state: dict[str, Any] = {}
+
+    def lines(run: StorageRun) -> list[bytes]:
+        return [
+            line for item in run.items(hourly=True) if hasattr(item, "lines") for line in item.lines
+        ]
+
+    def storage_run() -> StorageRun:
+        bucket = Bucket(url_of(tmp_path))
+        return StorageRun(
+            stream,
+            bucket,
+            ReadState(state, START),
+            kind=Kind.EVENTS,
+            end=DATASET.end,
+            app=None,
+        )
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Bucket, "open", vanishing_open)
+        first = storage_run()
+        first_lines = lines(first)
+    assert first.read_state.bookmark == START + 3 * HOUR  # not past the unread object's hour
+    state["replication_key_value"] = first.read_state.bookmark_text
+    second = storage_run()
+    second_lines = lines(second)
+    got = Counter(json.loads(line)["uuid"] for line in first_lines + second_lines if line.strip())
+    assert set(got) == set(expected_uuids(DATASET, DATASET.start, DATASET.end))
+    assert max(got.values()) == 1  # the second run reads only what the first could not
+    assert second.read_state.bookmark == DATASET.end

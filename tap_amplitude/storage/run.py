@@ -281,6 +281,8 @@ class StorageRun:
                             state.mark_read(planned.hour, planned.entry)
                             if hourly:
                                 yield Checkpoint(state.bookmark)
+                        else:  # gone before it was read: the hour stays open, listed again
+                            plan.closed = False
                     if self._settle(plan) and hourly:
                         yield Checkpoint(state.bookmark)
                 self._log_unmarked()
@@ -333,7 +335,7 @@ class StorageRun:
             except FileNotFoundError:
                 self.stream.logger.warning(
                     "%s: %s/%s disappeared before it was read (a backfill rewriting it?); the "
-                    "next run lists its hour again",
+                    "bookmark stays before its hour, so the next run lists it again",
                     self.stream.name,
                     self.bucket.url,
                     entry.key,
