@@ -112,6 +112,20 @@ def state_problem(state: Mapping[str, t.Any]) -> str | None:
         isinstance(value, dict) for value in bookmarks.values()
     ):
         return "'bookmarks' must be a JSON object holding one object per stream"
+    for stream, bookmark in bookmarks.items():
+        partitions = bookmark.get("partitions")
+        if partitions is not None and (
+            not isinstance(partitions, list)
+            or not all(
+                isinstance(entry, dict) and isinstance(entry.get("context", {}), dict)
+                for entry in partitions
+            )
+        ):
+            return (
+                f"'bookmarks.{str(stream)[:60]}.partitions' must be an array of objects, each "
+                "with a 'context' object; correct it, or remove the stream's entry to start "
+                "it again from start_date"
+            )
     return None
 
 

@@ -200,6 +200,13 @@ def test_every_file_problem_in_every_mode(
     [
         ("state", {"bookmarks": ["export_events"]}, "'bookmarks' must be a JSON object"),
         ("state", {"bookmarks": {"export_events": 3}}, "'bookmarks' must be a JSON object"),
+        ("state", {"bookmarks": {"export_events": {"partitions": "x"}}}, "partitions' must be"),
+        ("state", {"bookmarks": {"gone": {"partitions": [1, None]}}}, "partitions' must be"),
+        (
+            "state",
+            {"bookmarks": {"export_events": {"partitions": [{"context": "x"}]}}},
+            "each with a 'context' object",
+        ),
         ("catalog", {"streams": {"export_events": {}}}, "'streams' array"),
         ("catalog", {"streams": [{"stream": "x"}]}, "tap_stream_id"),
         ("catalog", {"streams": [{"tap_stream_id": "x", "metadata": 3}]}, "metadata"),
