@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from amplitude_simulator import AmplitudeSimulator, Dataset
-from amplitude_simulator.bucket import BucketExport, FolderSink, Schedule
+from amplitude_simulator.bucket import DEFAULT_ORG_ID, BucketExport, FolderSink, Schedule
 from tap_amplitude.storage.state import TRAILING
 from tests.helpers import TapRun, run_tap, simulator_config
 from tests.test_fastpath import _batch_records, _catalog, _sdk_path_messages
@@ -527,3 +527,26 @@ def test_an_object_gone_before_it_is_read_keeps_its_hour_open(
     assert set(got) == set(expected_uuids(DATASET, DATASET.start, DATASET.end))
     assert max(got.values()) == 1  # the second run reads only what the first could not
     assert second.read_state.bookmark == DATASET.end
+
+
+ORG = DEFAULT_ORG_ID
+
+
+@pytest.mark.parametrize("value", ["1e300", "true", "[1]"])
+def test_a_merge_time_that_is_no_time_stops_naming_the_line(
+    exported: BucketExport, tmp_path: Path, value: str
+) -> None:
+    """Not epoch seconds, milliseconds or a date-time: never written into a date-time column."""
+    org = tmp_path / "bucket" / "amplitude" / f"-{ORG}"
+    good = '{"scope": -1, "merge_time": 1709273103876, "merge_server_time": 1709273319889, '
+    good += '"amplitude_id": 1, "merged_amplitude_id": 2}'
+    bad = good.replace("1709273103876", value)
+    name = f"-{ORG}_2024-03-01_7.json.gz"
+    (org / name).write_bytes(gzip.compress(f"{good}\n\n{bad}\n".encode()))
+    run = run_tap(bucket_config(url_of(tmp_path)), streams=[MERGED], timeout=60)
+    assert run.returncode == 1
+    errors = [line for line in run.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1, run.stderr
+    assert f"line 3 of archive member -{ORG}/{name}" in errors[0]
+    assert "merge_time is not epoch seconds or milliseconds" in errors[0]
+    assert all(isinstance(r["merge_time"], str) for r in run.records(MERGED))

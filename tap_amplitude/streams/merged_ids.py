@@ -85,7 +85,7 @@ def merge_timestamp(value: t.Any) -> t.Any:
         try:
             return format_datetime(datetime.fromtimestamp(seconds, tz=timezone.utc))
         except (OverflowError, OSError, ValueError):
-            return value  # kept as it came; the schema check downstream names it
+            return value  # kept as it came; MergedIdReader stops the run naming the line
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return merge_timestamp(int(value))
     return normalize(value) if isinstance(value, str) else value
@@ -100,12 +100,28 @@ class MergedIdReader(RowReader):
         project_id = self.stream.config.get("project_id")
         folder = block.member.split("/", 1)[0]
         app = project_id if project_id is not None else (int(folder) if folder.isdigit() else None)
-        for row in rows:
+        for number, row in enumerate(rows):
             for field in TIME_FIELDS:
                 if field in row:
                     row[field] = merge_timestamp(row[field])
+                    if row[field] is not None and not isinstance(row[field], str):
+                        what = (
+                            f"its {field} is not epoch seconds or milliseconds of a real date, "
+                            "nor a date-time string"
+                        )
+                        self._stop(block, _line_index(block, number), what)
             row.setdefault("app", app)
         return rows
+
+
+def _line_index(block: LineBlock, row: int) -> int:
+    """The index in ``block.lines`` of its ``row``-th row (blank lines hold no row)."""
+    rows = -1
+    for index, line in enumerate(block.lines):
+        rows += bool(line.strip())
+        if rows == row:
+            return index
+    return row
 
 
 class MergedIdsStream(ExportEventsStream):
