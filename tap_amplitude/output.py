@@ -95,6 +95,9 @@ class RowReader:
         """Rows keep the columns of the stream's schema; others are named once per run."""
         self.stream = stream
         self.columns = frozenset(stream.schema["properties"])
+        # The stream's own keys (never null in Amplitude's export), not a catalog's choice
+        declared = getattr(type(stream), "primary_keys", ())
+        self.keys: tuple[str, ...] = tuple(declared) if isinstance(declared, tuple) else ()
         self.named: set[str] = set()  # columns and values already warned about
 
     def rows(self, block: LineBlock) -> list[Row]:
@@ -111,8 +114,20 @@ class RowReader:
             RecursionError,
         ):
             rows = list(self._one_by_one(block))
+        for key in self.keys:
+            if None in [row.get(key) for row in rows]:
+                self._stop_keyless(block, rows, key)
         columns = self.columns
         return [row if columns.issuperset(row) else self._schema_columns(row) for row in rows]
+
+    def _stop_keyless(self, block: LineBlock, rows: list[Row], key: str) -> t.NoReturn:
+        """A row without a key property: a target could not load it as the row it is."""
+        number = next(number for number, row in enumerate(rows) if row.get(key) is None)
+        self._stop(
+            block,
+            row_line_index(block, number),
+            f"it has no {key} (a key property of the stream), so no target could load it",
+        )
 
     def _one_by_one(self, block: LineBlock) -> Iterator[Row]:
         """The careful path: skip blank lines, find the bad line, name what is wrong with it."""
@@ -190,6 +205,16 @@ class RowReader:
             "skipped; report the window to Amplitude support."
         )
         raise BadLineError(msg)
+
+
+def row_line_index(block: LineBlock, row: int) -> int:
+    """The index in ``block.lines`` of the block's ``row``-th row (blank lines hold no row)."""
+    rows = -1
+    for index, line in enumerate(block.lines):
+        rows += bool(line.strip())
+        if rows == row:
+            return index
+    return row
 
 
 def _json_type(value: t.Any) -> str:

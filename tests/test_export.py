@@ -396,3 +396,33 @@ def test_a_member_named_for_another_hour_never_moves_the_bookmark_past_unread_ho
     got.pop("stray", None)
     assert set(got) == set(expected)  # every hour read; at most the hour in flight twice
     assert {u for u, n in got.items() if n > 1} <= hour_zero
+
+
+@pytest.mark.parametrize("line", [b'{"event_type": "x"}', b'{"uuid": null, "event_type": "x"}'])
+def test_an_event_without_its_uuid_stops_naming_the_line(
+    simulator: AmplitudeSimulator, line: bytes
+) -> None:
+    """No key: a target would fail on it or merge it into another row, so it is not written."""
+    import gzip
+    import io
+    import zipfile
+
+    from amplitude_simulator.api.export import member_name
+
+    dataset = simulator.dataset
+    body = io.BytesIO()
+    with zipfile.ZipFile(body, "w") as archive:
+        member = member_name(dataset.app_id, dataset.start, 0)
+        good = b'{"uuid": "a1", "event_type": "x"}'
+        archive.writestr(member, gzip.compress(good + b"\n\n" + line + b"\n"))
+    simulator.add_fault(
+        EXPORT, Fault.status(200, body.getvalue(), {"Content-Type": "application/zip"}), times=1
+    )
+    config = simulator_config(simulator, export_window_hours=6, export_concurrency=1)
+    run = run_tap(config, streams=[STREAM])
+    assert run.returncode == 1
+    errors = [row for row in run.stderr.splitlines() if "ERROR" in row]
+    assert len(errors) == 1, run.stderr
+    assert f"line 3 of archive member {member}" in errors[0]
+    assert "it has no uuid" in errors[0]
+    assert all(record.get("uuid") for record in run.records(STREAM))

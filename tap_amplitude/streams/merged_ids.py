@@ -18,7 +18,7 @@ from singer_sdk import typing as th
 from typing_extensions import override
 
 from tap_amplitude.client import AmplitudeError
-from tap_amplitude.output import RowReader
+from tap_amplitude.output import RowReader, row_line_index
 from tap_amplitude.storage import Kind, storage_run
 from tap_amplitude.streams.export_events import ExportEventsStream
 from tap_amplitude.timestamps import format_datetime, normalize
@@ -109,19 +109,9 @@ class MergedIdReader(RowReader):
                             f"its {field} is not epoch seconds or milliseconds of a real date, "
                             "nor a date-time string"
                         )
-                        self._stop(block, _line_index(block, number), what)
+                        self._stop(block, row_line_index(block, number), what)
             row.setdefault("app", app)
         return rows
-
-
-def _line_index(block: LineBlock, row: int) -> int:
-    """The index in ``block.lines`` of its ``row``-th row (blank lines hold no row)."""
-    rows = -1
-    for index, line in enumerate(block.lines):
-        rows += bool(line.strip())
-        if rows == row:
-            return index
-    return row
 
 
 class MergedIdsStream(ExportEventsStream):
