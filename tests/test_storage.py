@@ -550,3 +550,17 @@ def test_a_merge_time_that_is_no_time_stops_naming_the_line(
     assert f"line 3 of archive member -{ORG}/{name}" in errors[0]
     assert "merge_time is not epoch seconds or milliseconds" in errors[0]
     assert all(isinstance(r["merge_time"], str) for r in run.records(MERGED))
+
+
+def test_a_state_narrowed_by_project_id_is_still_this_exports(
+    exported: BucketExport, tmp_path: Path
+) -> None:
+    """A state of two app folders, then project_id picks one: it resumes, nothing re-read."""
+    other = Dataset(start=START, end=START + 3 * HOUR, events_per_hour=5, app_id=999)
+    BucketExport(
+        other, FolderSink(tmp_path / "bucket"), prefix="amplitude", merged_ids=False
+    ).run_all()
+    config = bucket_config(url_of(tmp_path))
+    both = read(config)
+    narrowed = read({**config, "project_id": DATASET.app_id}, both.final_state())
+    assert uuids(narrowed) == []

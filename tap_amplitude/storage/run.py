@@ -151,9 +151,10 @@ class StorageRun:
         return orgs + apps  # merged ids: -org folders, or app folders (legacy organisations)
 
     def _check_state_folders(self, folders: list[str]) -> None:
-        """A state whose objects lie in folders this run does not read is another project's.
+        """A state whose objects all lie in folders this run does not read is another project's.
 
-        Its bookmark would skip this project's hours up to it with exit 0.
+        Its bookmark would skip this project's hours up to it with exit 0. A state sharing a
+        folder with the run is this export's (``project_id`` may have narrowed it to one app).
 
         Raises:
             AmplitudeError: the state names objects outside ``folders``.
@@ -162,7 +163,7 @@ class StorageRun:
             key.split("/", 1)[0] for objects in self.read_state.read.values() for key in objects
         }
         foreign = sorted(named - set(folders))
-        if foreign:
+        if foreign and not named & set(folders):  # some in common: project_id narrowed it
             msg = (
                 f"{self.stream.name}: the state's storage map names objects in "
                 f"{', '.join(f'{folder[:20]}/' for folder in foreign[:3])}, which this run does "
