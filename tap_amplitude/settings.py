@@ -203,9 +203,9 @@ def catalog_choice_problem(
 _NAMES_SHOWN = 5
 
 
-def shown_names(names: t.Iterable[object]) -> str:
-    """Names from a catalog for a message: each cut short, and only the first few."""
-    shown = [str(name)[:60] for name in names]
+def shown_names(names: t.Iterable[object], width: int = 60) -> str:
+    """Names (from a catalog, a state, a listing) for a message: each cut short, the first few."""
+    shown = [str(name)[:width] for name in names]
     return ", ".join(shown[:_NAMES_SHOWN]) + (", …" if len(shown) > _NAMES_SHOWN else "")
 
 

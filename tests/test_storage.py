@@ -190,13 +190,18 @@ def test_hours_are_parsed_not_sorted_lexically(tmp_path: Path) -> None:
     assert uuids(run) == expected
 
 
-def test_project_id_picks_the_app_folder_and_merged_ids_are_read(
-    exported: BucketExport, tmp_path: Path
-) -> None:
+def _export_another_app(tmp_path: Path) -> None:
+    """App 999's export, three hours of it, beside the dataset's in the same folder."""
     other = Dataset(start=START, end=START + 3 * HOUR, events_per_hour=5, app_id=999)
     BucketExport(
         other, FolderSink(tmp_path / "bucket"), prefix="amplitude", merged_ids=False
     ).run_all()
+
+
+def test_project_id_picks_the_app_folder_and_merged_ids_are_read(
+    exported: BucketExport, tmp_path: Path
+) -> None:
+    _export_another_app(tmp_path)
     config = bucket_config(url_of(tmp_path))
 
     both = read(config, streams=(EVENTS, MERGED))
@@ -556,10 +561,7 @@ def test_a_state_narrowed_by_project_id_is_still_this_exports(
     exported: BucketExport, tmp_path: Path
 ) -> None:
     """A state of two app folders, then project_id picks one: it resumes, nothing re-read."""
-    other = Dataset(start=START, end=START + 3 * HOUR, events_per_hour=5, app_id=999)
-    BucketExport(
-        other, FolderSink(tmp_path / "bucket"), prefix="amplitude", merged_ids=False
-    ).run_all()
+    _export_another_app(tmp_path)
     config = bucket_config(url_of(tmp_path))
     both = read(config)
     narrowed = read({**config, "project_id": DATASET.app_id}, both.final_state())

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from tap_amplitude.client import AmplitudeError
 from tap_amplitude.export import Checkpoint, LineBlock
 from tap_amplitude.export.archive import member_blocks
+from tap_amplitude.settings import shown_names
 from tap_amplitude.storage.layout import HOUR, Kind, day_prefix, parse_key
 from tap_amplitude.storage.source import brief
 from tap_amplitude.storage.state import CLOSE_GRACE, TRAILING, ReadState
@@ -41,6 +42,7 @@ READ_TRIES = 3  # a corrupt or cut-off object is read again this many times in a
 RETRY_WAIT_SECONDS = 1.0
 QUEUE_BLOCKS = 4  # line blocks (≤ 1 MiB each) waiting per object being read ahead
 DAY = timedelta(days=1)
+KEY_WIDTH = 200  # object keys in warnings: whole, as Amplitude names them
 
 
 @dataclass(frozen=True)
@@ -395,7 +397,7 @@ class StorageRun:
                 "rows may come twice (load keyed on uuid, as Singer targets do), and the one "
                 "Amplitude did not write should be removed",
                 self.stream.name,
-                "; ".join(listing.duplicates[:3]) + ("; …" if len(listing.duplicates) > 3 else ""),  # noqa: PLR2004
+                shown_names(listing.duplicates, KEY_WIDTH),
                 self.bucket.url,
             )
         if listing.empty:
@@ -404,7 +406,7 @@ class StorageRun:
                 "events; if Amplitude writes them again they are read again while their hour "
                 "is within %d hours of the bookmark",
                 self.stream.name,
-                ", ".join(listing.empty[:5]) + (", …" if len(listing.empty) > 5 else ""),  # noqa: PLR2004
+                shown_names(listing.empty, KEY_WIDTH),
                 self.bucket.url,
                 int(TRAILING.total_seconds() // 3600),
             )
@@ -419,7 +421,7 @@ class StorageRun:
             self.stream.name,
             len(keys),
             self.bucket.url,
-            ", ".join(sorted(keys)[:5]) + (", …" if len(keys) > 5 else ""),  # noqa: PLR2004
+            shown_names(sorted(keys), KEY_WIDTH),
         )
 
     def _log_unmarked(self) -> None:
