@@ -229,7 +229,7 @@ def bookmark_problems(state: Mapping[str, t.Any], replication_keys: Mapping[str,
         entries = [bookmark, *(partitions if isinstance(partitions, list) else [])]
         for entry in entries:
             value = entry.get("replication_key_value") if isinstance(entry, dict) else None
-            if value is not None and not _is_timestamp(value):
+            if value is not None and not is_timestamp(value):
                 problems.append(
                     f"the bookmark of '{stream}' (replication_key_value of "
                     f"{replication_keys[stream]}) is not an ISO 8601 date-time; correct it, or "
@@ -258,7 +258,8 @@ def bookmark_problems(state: Mapping[str, t.Any], replication_keys: Mapping[str,
     return problems
 
 
-def _is_timestamp(value: t.Any) -> bool:
+def is_timestamp(value: t.Any) -> t.TypeGuard[str]:
+    """Whether ``value`` is an ISO 8601 date or date-time string."""
     if not isinstance(value, str):
         return False
     try:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tap_amplitude.dagster.assets import AmplitudeProject, build_definitions
 from tap_amplitude.dagster.pipeline import Loader, MeltanoJob, SingerTarget
+from tap_amplitude.settings import is_timestamp
 from tap_amplitude.timestamps import parse_datetime
 
 if t.TYPE_CHECKING:
@@ -119,7 +120,7 @@ def project_from_environment() -> AmplitudeProject:
     first = start
     if start is None and path is not None:
         start_date = config.get("start_date")
-        if not isinstance(start_date, str) or not _is_time(start_date):
+        if not is_timestamp(start_date):
             what = f"is not set and {path} has no start_date that is an ISO 8601 date-time"
             raise _problem("START", what)
         first = parse_datetime(start_date)
@@ -139,14 +140,6 @@ def project_from_environment() -> AmplitudeProject:
         retries=int(_number("RETRIES", "3", whole=True)),
         retry_delay_seconds=_number("RETRY_DELAY", "60", whole=False),
     )
-
-
-def _is_time(text: str) -> bool:
-    try:
-        parse_datetime(text)
-    except ValueError:
-        return False
-    return True
 
 
 defs = build_definitions(project_from_environment())
