@@ -398,6 +398,41 @@ def test_a_member_named_for_another_hour_never_moves_the_bookmark_past_unread_ho
     assert {u for u, n in got.items() if n > 1} <= hour_zero
 
 
+def test_an_archive_of_other_hours_only_is_not_taken_as_the_window(
+    simulator: AmplitudeSimulator,
+) -> None:
+    """The 00-05 archive holding only hour 10's file: the window stays unread, no gap."""
+    import io
+    import zipfile
+
+    from amplitude_simulator.api.export import member_name
+    from amplitude_simulator.data.dataset import hour_members
+
+    dataset = simulator.dataset
+    start = dataset.start
+    body = io.BytesIO()
+    with zipfile.ZipFile(body, "w") as archive:
+        for part, member in enumerate(hour_members(dataset, start + 10 * HOUR)):
+            archive.writestr(member_name(dataset.app_id, start + 10 * HOUR, part), member)
+    simulator.add_fault(
+        EXPORT, Fault.status(200, body.getvalue(), {"Content-Type": "application/zip"}), times=1
+    )
+    config = simulator_config(simulator, export_window_hours=6, export_concurrency=1)
+    failed = run_tap(config, streams=[STREAM])
+    assert failed.returncode == 1
+    errors = [row for row in failed.stderr.splitlines() if "ERROR" in row]
+    assert len(errors) == 1, failed.stderr
+    assert "holds only files named for upload hours outside it" in errors[0]
+    assert "the bookmark stays before it" in errors[0]
+    for state in failed.states():  # the bookmark never passed the window's start
+        bookmark = state["bookmarks"].get(STREAM, {}).get("replication_key_value")
+        assert bookmark is None or bookmark <= start.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    states = failed.states()
+    resumed = run_tap(config, streams=[STREAM], state=states[-1] if states else None)
+    assert resumed.returncode == 0, resumed.stderr
+    assert set(_uuids(resumed)) == set(_expected_uuids(simulator, start, dataset.end))
+
+
 @pytest.mark.parametrize("line", [b'{"event_type": "x"}', b'{"uuid": null, "event_type": "x"}'])
 def test_an_event_without_its_uuid_stops_naming_the_line(
     simulator: AmplitudeSimulator, line: bytes
