@@ -165,7 +165,6 @@ def catalog_choice_problem(
     different key or method would label STATE with something it does not hold, and a key
     property outside the schema would leave every row without its key.
     """
-    shown = shown_names
     fix = "remove the change, or write the catalog again with --discover"
     if chosen.replication_key != own.replication_key:
         resumes = (
@@ -174,8 +173,8 @@ def catalog_choice_problem(
             else "has none: it is read in full on every run"
         )
         return (
-            f"The catalog gives stream '{shown([stream])}' the replication-key "
-            f"'{shown([chosen.replication_key or ''])}', but the stream {resumes}; {fix}."
+            f"The catalog gives stream '{shown_names([stream])}' the replication-key "
+            f"'{shown_names([chosen.replication_key or ''])}', but the stream {resumes}; {fix}."
         )
     if chosen.replication_method != own.replication_method:
         if own.replication_method == "INCREMENTAL":
@@ -187,15 +186,15 @@ def catalog_choice_problem(
         else:
             instead = "has no replication key: it is read in full on every run"
         return (
-            f"The catalog sets replication-method '{shown([chosen.replication_method])}' for "
-            f"stream '{shown([stream])}', which {instead}; remove replication-method from "
+            f"The catalog sets replication-method '{shown_names([chosen.replication_method])}' for "
+            f"stream '{shown_names([stream])}', which {instead}; remove replication-method from "
             "the catalog."
         )
     missing = [key for key in chosen.key_properties if key not in set(properties)]
     if missing:
         return (
-            f"The catalog gives stream '{shown([stream])}' key properties its records do not "
-            f"have ({shown(missing)}); list properties of its schema, or {fix}."
+            f"The catalog gives stream '{shown_names([stream])}' key properties its records do not "
+            f"have ({shown_names(missing)}); list properties of its schema, or {fix}."
         )
     return None
 

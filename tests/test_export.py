@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import signal
 import subprocess
 import tempfile
 import time
+import zipfile
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -17,6 +20,8 @@ from rfc3339_validator import validate_rfc3339
 from singer_sdk.exceptions import RetriableAPIError
 
 from amplitude_simulator import AmplitudeSimulator, Fault
+from amplitude_simulator.api.export import member_name
+from amplitude_simulator.data.dataset import hour_members
 from tap_amplitude.client import MAX_TRIES
 from tap_amplitude.export import HOUR, plan_windows
 from tap_amplitude.streams.export_events import ExportEventsStream
@@ -357,29 +362,39 @@ def test_concurrent_downloads_keep_order_state_and_splitting(
     assert bookmarks[-1] == "2024-03-04T00:00:00.000000Z"
 
 
+def _hour_files(simulator: AmplitudeSimulator, hour: datetime) -> dict[str, bytes]:
+    """The dataset's archive members for one upload hour, by name."""
+    dataset = simulator.dataset
+    return {
+        member_name(dataset.app_id, hour, part): member
+        for part, member in enumerate(hour_members(dataset, hour))
+    }
+
+
+def _serve_archive(simulator: AmplitudeSimulator, members: dict[str, bytes]) -> dict[str, Any]:
+    """Answer the next export request with a zip of ``members``; a config reading 6-hour
+    windows one at a time, so that archive is the first window's."""
+    body = io.BytesIO()
+    with zipfile.ZipFile(body, "w") as archive:
+        for name, member in members.items():
+            archive.writestr(name, member)
+    simulator.add_fault(
+        EXPORT, Fault.status(200, body.getvalue(), {"Content-Type": "application/zip"}), times=1
+    )
+    return simulator_config(simulator, export_window_hours=6, export_concurrency=1)
+
+
 def test_a_member_named_for_another_hour_never_moves_the_bookmark_past_unread_hours(
     simulator: AmplitudeSimulator,
 ) -> None:
     """A stray member for hour 10 in the 00-05 archive: a failure there leaves no gap."""
-    import gzip
-    import io
-    import zipfile
-
-    from amplitude_simulator.api.export import member_name
-    from amplitude_simulator.data.dataset import hour_members
-
     dataset = simulator.dataset
     start = dataset.start
-    body = io.BytesIO()
-    with zipfile.ZipFile(body, "w") as archive:
-        for part, member in enumerate(hour_members(dataset, start)):
-            archive.writestr(member_name(dataset.app_id, start, part), member)
-        stray = gzip.compress(b'{"uuid": "stray", "event_type": "x"}\nnot json\n')
-        archive.writestr(member_name(dataset.app_id, start + 10 * HOUR, 0), stray)
-    simulator.add_fault(
-        EXPORT, Fault.status(200, body.getvalue(), {"Content-Type": "application/zip"}), times=1
+    stray = gzip.compress(b'{"uuid": "stray", "event_type": "x"}\nnot json\n')
+    config = _serve_archive(
+        simulator,
+        {**_hour_files(simulator, start), member_name(dataset.app_id, start + 10 * HOUR, 0): stray},
     )
-    config = simulator_config(simulator, export_window_hours=6, export_concurrency=1)
     failed = run_tap(config, streams=[STREAM])
     assert failed.returncode == 1
     assert "named for an upload hour outside the window" in failed.stderr
@@ -402,22 +417,9 @@ def test_an_archive_of_other_hours_only_is_not_taken_as_the_window(
     simulator: AmplitudeSimulator,
 ) -> None:
     """The 00-05 archive holding only hour 10's file: the window stays unread, no gap."""
-    import io
-    import zipfile
-
-    from amplitude_simulator.api.export import member_name
-    from amplitude_simulator.data.dataset import hour_members
-
     dataset = simulator.dataset
     start = dataset.start
-    body = io.BytesIO()
-    with zipfile.ZipFile(body, "w") as archive:
-        for part, member in enumerate(hour_members(dataset, start + 10 * HOUR)):
-            archive.writestr(member_name(dataset.app_id, start + 10 * HOUR, part), member)
-    simulator.add_fault(
-        EXPORT, Fault.status(200, body.getvalue(), {"Content-Type": "application/zip"}), times=1
-    )
-    config = simulator_config(simulator, export_window_hours=6, export_concurrency=1)
+    config = _serve_archive(simulator, _hour_files(simulator, start + 10 * HOUR))
     failed = run_tap(config, streams=[STREAM])
     assert failed.returncode == 1
     errors = [row for row in failed.stderr.splitlines() if "ERROR" in row]
@@ -438,22 +440,10 @@ def test_an_event_without_its_uuid_stops_naming_the_line(
     simulator: AmplitudeSimulator, line: bytes
 ) -> None:
     """No key: a target would fail on it or merge it into another row, so it is not written."""
-    import gzip
-    import io
-    import zipfile
-
-    from amplitude_simulator.api.export import member_name
-
     dataset = simulator.dataset
-    body = io.BytesIO()
-    with zipfile.ZipFile(body, "w") as archive:
-        member = member_name(dataset.app_id, dataset.start, 0)
-        good = b'{"uuid": "a1", "event_type": "x"}'
-        archive.writestr(member, gzip.compress(good + b"\n\n" + line + b"\n"))
-    simulator.add_fault(
-        EXPORT, Fault.status(200, body.getvalue(), {"Content-Type": "application/zip"}), times=1
-    )
-    config = simulator_config(simulator, export_window_hours=6, export_concurrency=1)
+    member = member_name(dataset.app_id, dataset.start, 0)
+    good = b'{"uuid": "a1", "event_type": "x"}'
+    config = _serve_archive(simulator, {member: gzip.compress(good + b"\n\n" + line + b"\n")})
     run = run_tap(config, streams=[STREAM])
     assert run.returncode == 1
     errors = [row for row in run.stderr.splitlines() if "ERROR" in row]
